@@ -1,0 +1,268 @@
+"""ScratchGPTConfig: every hyper-parameter of the from-scratch GPT, plus named presets.
+
+One config describes both recipes the model supports:
+
+* the GPT-2 recipe (the default): learned absolute positions, LayerNorm, a 4x GELU MLP, biases
+  everywhere and the output head tied to the token embedding. With these settings the weights
+  line up one-to-one with OpenAI's GPT-2, so checkpoints convert exactly.
+* the modern recipe (``"tiny-modern"``): rotary positions, RMSNorm, SwiGLU (or ReLU^2), QK-norm,
+  grouped-query attention, no biases and an untied head, as in Llama-style models.
+
+This file is copied next to saved weights as remote code, so it imports only ``transformers``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+# The switches a user can flip, with the values each one allows. Validation reads this table, so
+# the error message always lists exactly what is accepted.
+ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
+    "position_embedding_type": ("learned", "rope"),
+    "norm_type": ("layernorm", "rmsnorm"),
+    "mlp_type": ("gelu", "swiglu", "relu2"),
+}
+
+# Where each Auto class finds its ScratchGPT class inside a saved directory (remote code).
+AUTO_MAP: dict[str, str] = {
+    "AutoConfig": "configuration_scratchgpt.ScratchGPTConfig",
+    "AutoModel": "modeling_scratchgpt.ScratchGPTModel",
+    "AutoModelForCausalLM": "modeling_scratchgpt.ScratchGPTForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_scratchgpt.ScratchGPTForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_scratchgpt.ScratchGPTForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_scratchgpt.ScratchGPTForQuestionAnswering",
+}
+
+# Presets: "tiny" is small enough to train on a laptop CPU in minutes; the gpt2* presets are the exact
+# shapes of OpenAI's released checkpoints (124M, 350M, 774M, 1558M parameters).
+_GPT2_RECIPE: dict[str, Any] = {
+    "position_embedding_type": "learned",
+    "norm_type": "layernorm",
+    "mlp_type": "gelu",
+    "bias": True,
+    "qk_norm": False,
+    "tie_word_embeddings": True,
+}
+_MODERN_RECIPE: dict[str, Any] = {
+    "position_embedding_type": "rope",
+    "norm_type": "rmsnorm",
+    "mlp_type": "swiglu",
+    "bias": False,
+    "qk_norm": True,
+    "tie_word_embeddings": False,
+}
+_GPT2_SHAPES: dict[str, Any] = {"vocab_size": 50257, "max_position_embeddings": 1024}
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        **_GPT2_RECIPE,
+        "vocab_size": 4096,
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+    },
+    "tiny-modern": {
+        **_MODERN_RECIPE,
+        "vocab_size": 4096,
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+    },
+    "gpt2": {
+        **_GPT2_RECIPE,
+        **_GPT2_SHAPES,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+    },
+    "gpt2-medium": {
+        **_GPT2_RECIPE,
+        **_GPT2_SHAPES,
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+    },
+    "gpt2-large": {
+        **_GPT2_RECIPE,
+        **_GPT2_SHAPES,
+        "hidden_size": 1280,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 20,
+    },
+    "gpt2-xl": {
+        **_GPT2_RECIPE,
+        **_GPT2_SHAPES,
+        "hidden_size": 1600,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 25,
+    },
+}
+
+
+class ScratchGPTConfig(PreTrainedConfig):
+    r"""Configuration of a ScratchGPT model.
+
+    The field names are the standard transformers ones (``hidden_size``, ``num_hidden_layers``, ...), so
+    Trainer, PEFT, TRL, lm-eval and ``DynamicCache(config=...)`` read them directly. nanoGPT / GPT-2 names
+    (``n_embd``, ``n_layer``, ``n_head``, ``n_positions``, ``n_inner``) are accepted as aliases.
+
+    Args:
+        vocab_size: number of tokens in the vocabulary (rows of the embedding matrix).
+        hidden_size: width of the residual stream (GPT-2's ``n_embd``).
+        num_hidden_layers: number of transformer blocks.
+        num_attention_heads: number of query heads.
+        num_key_value_heads: number of key/value heads; fewer than query heads gives grouped-query
+            attention (GQA), 1 gives multi-query attention. Defaults to ``num_attention_heads``.
+        intermediate_size: hidden width of the MLP. Defaults to ``4 * hidden_size`` (GPT-2) for the
+            ``gelu``/``relu2`` MLPs and to ``8/3 * hidden_size`` rounded up to a multiple of 64 for
+            ``swiglu``, which keeps the parameter count of a 4x MLP.
+        max_position_embeddings: the context length. With learned positions it is a hard limit.
+        position_embedding_type: ``"learned"`` (GPT-2 absolute positions) or ``"rope"`` (rotary).
+        rope_theta: base of the rotary frequencies.
+        norm_type: ``"layernorm"`` or ``"rmsnorm"``.
+        mlp_type: ``"gelu"`` (tanh-approximated GELU, as GPT-2), ``"swiglu"`` or ``"relu2"`` (squared ReLU).
+        qk_norm: normalise queries and keys per head before attention (stabilises training).
+        bias: biases in the linear layers and LayerNorms.
+        layer_norm_eps: epsilon of the normalisation layers.
+        embedding_dropout / attention_dropout / residual_dropout: dropout probabilities (GPT-2's
+            ``embd_pdrop`` / ``attn_pdrop`` / ``resid_pdrop``).
+        classifier_dropout: dropout before the token-classification head.
+        initializer_range: standard deviation of the normal weight init (0.02 as GPT-2).
+        tie_word_embeddings: share the output head with the token embedding.
+    """
+
+    model_type = "scratchgpt"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "n_embd": "hidden_size",
+        "n_layer": "num_hidden_layers",
+        "n_head": "num_attention_heads",
+        "n_positions": "max_position_embeddings",
+        "n_inner": "intermediate_size",
+    }
+    # FSDP wraps by these module names (the backbone is called `transformer`, its blocks `h`).
+    base_model_tp_plan = {
+        "h.*.attn.q_proj": "colwise",
+        "h.*.attn.k_proj": "colwise",
+        "h.*.attn.v_proj": "colwise",
+        "h.*.attn.o_proj": "rowwise",
+        "h.*.mlp.gate_proj": "colwise",
+        "h.*.mlp.up_proj": "colwise",
+        "h.*.mlp.down_proj": "rowwise",
+    }
+    base_model_fsdp_plan = {"wte": "free_full_weight", "h.*": "free_full_weight", "ln_f": "keep_full_weight"}
+
+    vocab_size: int = 50257
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    num_key_value_heads: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int = 1024
+    position_embedding_type: str = "learned"
+    rope_theta: float = 10000.0
+    norm_type: str = "layernorm"
+    mlp_type: str = "gelu"
+    qk_norm: bool = False
+    bias: bool = True
+    layer_norm_eps: float = 1e-5
+    embedding_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    classifier_dropout: float | None = None
+    initializer_range: float = 0.02
+    use_cache: bool = True
+    tie_word_embeddings: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        # GPT-2 aliases arrive as extra kwargs; apply them before deriving the defaults that depend on them.
+        for alias, field in self.attribute_map.items():
+            if alias in kwargs:
+                setattr(self, field, kwargs.pop(alias))
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.intermediate_size is None:
+            if self.mlp_type == "swiglu":
+                self.intermediate_size = 64 * -(-(8 * self.hidden_size // 3) // 64)
+            else:
+                self.intermediate_size = 4 * self.hidden_size
+        super().__post_init__(**kwargs)
+        # Name every head in auto_map (save_pretrained only records the class being saved), so a
+        # saved directory or Hub repo loads any head with trust_remote_code and no package installed.
+        self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        self._check()
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.hidden_size // self.num_attention_heads
+
+    def _check(self) -> None:
+        """Reject inconsistent settings with a message that names the field and what it accepts."""
+        for field, allowed in ALLOWED_VALUES.items():
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ValueError(
+                    f"ScratchGPTConfig.{field}={value!r} is not supported; allowed values: {allowed}."
+                )
+        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "num_key_value_heads", "intermediate_size", "max_position_embeddings"):  # fmt: skip
+            if getattr(self, field) < 1:
+                raise ValueError(
+                    f"ScratchGPTConfig.{field} must be a positive integer, got {getattr(self, field)}."
+                )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"ScratchGPTConfig.hidden_size={self.hidden_size} must be divisible by "
+                f"num_attention_heads={self.num_attention_heads} (each head gets hidden_size / heads dims)."
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"ScratchGPTConfig.num_attention_heads={self.num_attention_heads} must be divisible by "
+                f"num_key_value_heads={self.num_key_value_heads} (each key/value head serves a whole group of "
+                "query heads)."
+            )
+        if self.position_embedding_type == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"ScratchGPTConfig: rotary positions need an even head dimension, got hidden_size / "
+                f"num_attention_heads = {self.head_dim}."
+            )
+        for field in ("embedding_dropout", "attention_dropout", "residual_dropout"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ValueError(f"ScratchGPTConfig.{field} must be in [0, 1), got {getattr(self, field)}.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ScratchGPTConfig:
+        """Build a config from a named preset, then apply ``overrides``.
+
+        Overrides take any config field or its GPT-2 alias, e.g.
+        ``ScratchGPTConfig.from_preset("tiny", n_layer=2, vocab_size=512)``.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown ScratchGPT preset {name!r}; available presets: {sorted(PRESETS)}.")
+        settings = copy.deepcopy(PRESETS[name])
+        for key, value in overrides.items():
+            settings[cls.attribute_map.get(key, key)] = value
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = [key for key in settings if key not in fields and key not in _PASSTHROUGH]
+        if unknown:
+            raise ValueError(
+                f"Unknown ScratchGPTConfig field(s) {unknown}; valid fields: {sorted(fields)} "
+                f"(GPT-2 aliases: {sorted(cls.attribute_map)})."
+            )
+        return cls(**settings)
+
+
+# Keyword arguments that PreTrainedConfig accepts without declaring them as fields.
+_PASSTHROUGH = {"num_labels", "attn_implementation", "output_attentions"}
+
+__all__ = ["ScratchGPTConfig", "PRESETS", "ALLOWED_VALUES"]

@@ -1,0 +1,604 @@
+"""The ScratchGPT model, written from scratch: embeddings, attention, MLP, blocks and task heads.
+
+Read it top to bottom like nanoGPT's ``model.py``: small building blocks first, then the transformer
+backbone (``ScratchGPTModel``), then the heads that sit on top of it (causal LM, sequence
+classification, token classification, question answering).
+
+Everything that is *not* the model itself is delegated to ``transformers`` so the model plugs into the
+whole ecosystem: the attention kernel is picked through the attention interface (eager / sdpa / flash /
+flex), the KV cache is a ``transformers`` ``Cache``, masks come from ``create_causal_mask`` (which also
+handles left padding and packed sequences), and losses come from ``self.loss_function``.
+
+This file is copied next to saved weights as remote code, so apart from ``torch`` and ``transformers``
+it imports only its sibling ``configuration_scratchgpt``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_scratchgpt import ScratchGPTConfig
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------
+
+
+def make_norm(config: ScratchGPTConfig, dim: int) -> nn.Module:
+    """LayerNorm (GPT-2) or RMSNorm (modern recipe). RMSNorm skips the mean subtraction and the bias."""
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(dim, eps=config.layer_norm_eps)
+    return nn.LayerNorm(dim, eps=config.layer_norm_eps, bias=config.bias)
+
+
+class ScratchGPTRotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE): positions enter attention by rotating query/key channel pairs.
+
+    Each pair of channels rotates at its own frequency, so the dot product between a query at position m
+    and a key at position n depends only on m - n. Nothing is learned; ``inv_freq`` is a buffer computed
+    from the config and not saved (``_init_weights`` recomputes it after ``from_pretrained``).
+    """
+
+    def __init__(self, config: ScratchGPTConfig):
+        super().__init__()
+        self.head_dim = config.head_dim
+        self.theta = config.rope_theta
+        self.register_buffer("inv_freq", self.compute_inv_freq(), persistent=False)
+
+    def compute_inv_freq(self) -> torch.Tensor:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+        return 1.0 / (self.theta**exponents)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Angles in float32 even under bf16 autocast: large positions times small frequencies lose precision.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            angles = position_ids[..., None].float() * self.inv_freq.to(x.device)  # (B, T, head_dim/2)
+            angles = torch.cat((angles, angles), dim=-1)  # (B, T, head_dim)
+            return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dim: a 90 degree turn of every channel pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` of shape (B, heads, T, head_dim) by the angles whose cos/sin are (B, T, head_dim)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
+    return x * cos + rotate_half(x) * sin
+
+
+def repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
+    """Grouped-query attention: share each key/value head with ``groups`` query heads."""
+    if groups == 1:
+        return states
+    batch, kv_heads, length, head_dim = states.shape
+    states = states[:, :, None].expand(batch, kv_heads, groups, length, head_dim)
+    return states.reshape(batch, kv_heads * groups, length, head_dim)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention, softmax(q k^T * scale + mask) v, the reference every fused kernel must match.
+
+    ``attention_mask`` is additive (0 where allowed, -inf where masked) and already causal.
+    Returns the output as (B, T, heads, head_dim) plus the attention weights.
+    """
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class ScratchGPTAttention(nn.Module):
+    """Causal multi-head self-attention with optional grouped-query heads, QK-norm and rotary positions.
+
+    Queries, keys and values have separate projections (GPT-2 fuses them into one ``c_attn``), so
+    grouped-query attention is just smaller k/v projections and LoRA can target each one by name.
+    """
+
+    def __init__(self, config: ScratchGPTConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx  # which slot of the KV cache belongs to this layer
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True  # read by the sdpa/flash kernels when no explicit mask is passed
+        self.attention_dropout = config.attention_dropout
+
+        q_size = config.num_attention_heads * self.head_dim
+        kv_size = config.num_key_value_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, q_size, bias=config.bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_size, bias=config.bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_size, bias=config.bias)
+        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=config.bias)
+        self.o_proj.is_residual_projection = True  # gets the depth-scaled init, see _init_weights
+        # QK-norm: RMS-normalising each head's queries and keys bounds the attention logits.
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=config.layer_norm_eps) if config.qk_norm else None
+        self.resid_dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        # (B, T, C) -> (B, heads, T, head_dim)
+        query = self.q_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+
+        if self.q_norm is not None:
+            query, key = self.q_norm(query), self.k_norm(key)
+        if position_embeddings is not None:  # rotary recipe
+            cos, sin = position_embeddings
+            query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+
+        if past_key_values is not None:
+            # The cache appends this step's keys/values and hands back everything seen so far.
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = output.reshape(batch, length, -1).contiguous()
+        return self.resid_dropout(self.o_proj(output)), weights
+
+
+class ScratchGPTMLP(nn.Module):
+    """The position-wise feed-forward network: expand, non-linearity, project back.
+
+    ``gelu``: GPT-2's MLP with the tanh-approximated GELU. ``relu2``: squared ReLU (Primer, nanochat).
+    ``swiglu``: a SiLU-gated linear unit (Llama), which needs the extra ``gate_proj``.
+    """
+
+    def __init__(self, config: ScratchGPTConfig):
+        super().__init__()
+        self.mlp_type = config.mlp_type
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+        self.gate_proj = (
+            nn.Linear(config.hidden_size, config.intermediate_size, bias=config.bias)
+            if config.mlp_type == "swiglu"
+            else None
+        )
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
+        self.down_proj.is_residual_projection = True
+        self.dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mlp_type == "swiglu":
+            hidden = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        elif self.mlp_type == "relu2":
+            hidden = F.relu(self.up_proj(x)).square()
+        else:
+            hidden = F.gelu(self.up_proj(x), approximate="tanh")
+        return self.dropout(self.down_proj(hidden))
+
+
+class ScratchGPTBlock(GradientCheckpointingLayer):
+    """One transformer block, pre-norm: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    Subclassing ``GradientCheckpointingLayer`` gives activation checkpointing for free: when it is on,
+    the block's activations are recomputed in the backward pass instead of stored.
+    """
+
+    def __init__(self, config: ScratchGPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = make_norm(config, config.hidden_size)
+        self.attn = ScratchGPTAttention(config, layer_idx)
+        self.ln_2 = make_norm(config, config.hidden_size)
+        self.mlp = ScratchGPTMLP(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attn_output, _ = self.attn(
+            self.ln_1(hidden_states),
+            attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = hidden_states + attn_output
+        return hidden_states + self.mlp(self.ln_2(hidden_states))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The backbone
+# ----------------------------------------------------------------------------------------------------
+
+
+class ScratchGPTPreTrainedModel(PreTrainedModel):
+    """Shared plumbing of every ScratchGPT class: config class, init scheme and what transformers may do."""
+
+    config_class = ScratchGPTConfig
+    base_model_prefix = "transformer"  # the backbone's attribute name in every head (GPT-2's name)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ScratchGPTBlock"]  # FSDP / device_map never split a block
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    # `output_hidden_states` / `output_attentions` are collected by hooks on these modules.
+    _can_record_outputs = {"hidden_states": ScratchGPTBlock, "attentions": ScratchGPTAttention}
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2 init: N(0, 0.02) everywhere, and residual projections scaled by 1/sqrt(2 * layers).
+
+        Each block adds two outputs (attention and MLP) to the residual stream; shrinking the last
+        projection of each keeps the stream's variance from growing with depth.
+        """
+        super()._init_weights(module)  # normal(0, initializer_range) linears/embeddings, unit norms
+        if getattr(module, "is_residual_projection", False):
+            std = self.config.initializer_range / math.sqrt(2 * self.config.num_hidden_layers)
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, ScratchGPTRotaryEmbedding):
+            # Non-persistent buffers come back empty from the meta device after from_pretrained.
+            init.copy_(module.inv_freq, module.compute_inv_freq())
+
+
+class ScratchGPTModel(ScratchGPTPreTrainedModel):
+    """The transformer without a head: token (+ position) embeddings, the blocks, a final norm."""
+
+    _input_embed_layer = "wte"
+
+    def __init__(self, config: ScratchGPTConfig):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.wpe = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding_type == "learned"
+            else None
+        )
+        self.rotary_emb = (
+            ScratchGPTRotaryEmbedding(config) if config.position_embedding_type == "rope" else None
+        )
+        self.drop = nn.Dropout(config.embedding_dropout)
+        self.h = nn.ModuleList(ScratchGPTBlock(config, i) for i in range(config.num_hidden_layers))
+        self.ln_f = make_norm(config, config.hidden_size)
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids)
+        # A cache created here starts empty: the mask is then built as if there were none, which lets
+        # create_causal_mask detect packed sequences (position_ids restarting at 0) in a plain forward.
+        mask_cache = past_key_values
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+
+        # Positions count real tokens only: with left padding the first real token is position 0, as it
+        # would be unpadded (generate and packing collators pass position_ids explicitly). Without a
+        # mask, positions continue after whatever the cache already holds.
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        seq_length = inputs_embeds.shape[1]
+        if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
+        elif position_ids is None:
+            position_ids = torch.arange(past_length, past_length + seq_length, device=inputs_embeds.device)[
+                None
+            ]
+
+        hidden_states = inputs_embeds
+        position_embeddings = None
+        if self.wpe is not None:
+            if past_length + seq_length > self.config.max_position_embeddings:
+                raise ValueError(
+                    f"Input of {past_length + seq_length} tokens is longer than the model's context of "
+                    f"max_position_embeddings={self.config.max_position_embeddings} learned positions. "
+                    "Truncate the input (e.g. tokenizer(..., truncation=True)) or use a rope model."
+                )
+            hidden_states = hidden_states + self.wpe(position_ids)
+        else:
+            position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        hidden_states = self.drop(hidden_states)
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=mask_cache,
+            position_ids=position_ids,
+        )
+        for block in self.h:
+            hidden_states = block(
+                hidden_states,
+                attention_mask=causal_mask,
+                position_embeddings=position_embeddings,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+        return BaseModelOutputWithPast(
+            last_hidden_state=self.ln_f(hidden_states), past_key_values=past_key_values
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Heads
+# ----------------------------------------------------------------------------------------------------
+
+
+class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
+    """The language model: backbone + a linear head to vocabulary logits (tied to ``wte`` by default)."""
+
+    # Applied only when config.tie_word_embeddings is true; then the file stores one embedding tensor.
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: ScratchGPTConfig):
+        super().__init__(config)
+        self.transformer = ScratchGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CausalLMOutputWithPast:
+        r"""``labels`` are the input ids themselves (the loss shifts them); -100 marks ignored positions.
+        ``logits_to_keep=1`` computes logits for the last position only, as ``generate`` does."""
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+            )
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+def last_token_indices(
+    input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, pad_token_id: int | None, length: int
+) -> torch.Tensor | int:
+    """Index of the last real (non-padding) token of each row, for left or right padding.
+
+    Uses the attention mask when given, else ``pad_token_id``; with neither, the last position.
+    """
+    if attention_mask is not None:
+        real = attention_mask[:, -length:].bool()
+    elif input_ids is not None and pad_token_id is not None:
+        real = input_ids != pad_token_id
+    else:
+        return -1
+    positions = torch.arange(length, device=real.device)
+    return (positions * real).argmax(-1)  # the highest position that holds a real token
+
+
+class ScratchGPTForSequenceClassification(ScratchGPTPreTrainedModel):
+    """Classifies a whole sequence from the hidden state of its last non-padding token.
+
+    A causal model's last token is the only one that has seen the whole input, so it plays the role
+    BERT's [CLS] plays. The head is called ``score`` so PEFT saves it alongside LoRA adapters.
+    """
+
+    def __init__(self, config: ScratchGPTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = ScratchGPTModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SequenceClassifierOutputWithPast:
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.score(outputs.last_hidden_state)
+        batch_size, length = logits.shape[:2]
+        last = last_token_indices(input_ids, attention_mask, self.config.pad_token_id, length)
+        pooled_logits = logits[torch.arange(batch_size, device=logits.device), last]
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config
+            )
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class ScratchGPTForTokenClassification(ScratchGPTPreTrainedModel):
+    """Labels every token (NER, POS tagging) from its hidden state. Each token sees only its left context."""
+
+    def __init__(self, config: ScratchGPTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = ScratchGPTModel(config)
+        dropout = (
+            config.classifier_dropout if config.classifier_dropout is not None else config.residual_dropout
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.score = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> TokenClassifierOutput:
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        logits = self.score(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class ScratchGPTForQuestionAnswering(ScratchGPTPreTrainedModel):
+    """Extractive QA: predicts the start and end token of the answer span inside the input."""
+
+    def __init__(self, config: ScratchGPTConfig):
+        super().__init__(config)
+        self.transformer = ScratchGPTModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.LongTensor | None = None,
+        end_positions: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> QuestionAnsweringModelOutput:
+        outputs: BaseModelOutputWithPast = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = [
+    "ScratchGPTPreTrainedModel",
+    "ScratchGPTModel",
+    "ScratchGPTForCausalLM",
+    "ScratchGPTForSequenceClassification",
+    "ScratchGPTForTokenClassification",
+    "ScratchGPTForQuestionAnswering",
+]

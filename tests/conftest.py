@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny models in every recipe, a small trained tokenizer, the shared data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Each recipe flips a different set of architecture switches so every code path is exercised.
+RECIPES = {
+    "gpt2": {"preset": "tiny"},
+    "modern": {"preset": "tiny-modern"},
+    "mixed": {
+        "preset": "tiny-modern",
+        "mlp_type": "relu2",
+        "num_key_value_heads": 1,
+        "qk_norm": False,
+        "bias": True,
+        "norm_type": "layernorm",
+        "tie_word_embeddings": True,
+    },  # fmt: skip
+}
+
+TRAINING_TEXT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Once upon a time there was a little robot who loved to read stories.",
+    "Hugging Face transformers make models easy to share.",
+    "Emoji 🤗🚀 and CJK 你好世界 and accents café naïve.",
+] * 20
+
+
+def tiny_config(recipe: str = "gpt2", **overrides) -> ScratchGPTConfig:
+    """A few-thousand-parameter config. A large init std makes greedy decoding decisive (no near-ties)."""
+    settings = dict(RECIPES[recipe])
+    preset = settings.pop("preset")
+    settings.update(
+        vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64, initializer_range=0.3, pad_token_id=1, eos_token_id=0, bos_token_id=0,
+    )  # fmt: skip
+    settings.update(overrides)
+    return ScratchGPTConfig.from_preset(preset, **settings)
+
+
+def tiny_model(recipe: str = "gpt2", seed: int = 0, **overrides) -> ScratchGPTForCausalLM:
+    torch.manual_seed(seed)
+    return ScratchGPTForCausalLM(tiny_config(recipe, **overrides)).eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> ScratchGPTTokenizer:
+    return ScratchGPTTokenizer.train(TRAINING_TEXT, vocab_size=300, model_max_length=64)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is not present")
+    return SHARED_DATA

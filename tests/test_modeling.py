@@ -1,0 +1,221 @@
+"""Behaviour of the model itself: caching, padding, attention kernels, checkpointing, heads, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import RECIPES, tiny_config, tiny_model
+from transformers import AutoModelForCausalLM, DynamicCache
+
+from hf_scratchgpt import (
+    ScratchGPTConfig,
+    ScratchGPTForCausalLM,
+    ScratchGPTForQuestionAnswering,
+    ScratchGPTForSequenceClassification,
+    ScratchGPTForTokenClassification,
+    ScratchGPTModel,
+)
+
+ALL_RECIPES = list(RECIPES)
+
+
+def prompt(batch: int = 1, length: int = 7, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(2, 300, (batch, length), generator=generator)
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_greedy_generation_identical_with_dynamic_static_and_no_cache(recipe):
+    model = tiny_model(recipe)
+    ids = prompt()
+    greedy = dict(max_new_tokens=12, do_sample=False, pad_token_id=1, eos_token_id=None)
+    dynamic = model.generate(ids, **greedy)
+    no_cache = model.generate(ids, use_cache=False, **greedy)
+    static = model.generate(ids, cache_implementation="static", **greedy)
+    assert dynamic.shape == (1, 7 + 12)
+    assert torch.equal(dynamic, no_cache)
+    assert torch.equal(dynamic, static)
+    assert len(set(dynamic[0, 7:].tolist())) > 1, "a degenerate model would make this test meaningless"
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_continuing_from_returned_cache_equals_full_forward(recipe):
+    model = tiny_model(recipe)
+    ids = prompt(length=10)
+    full = model(ids).logits
+    first = model(ids[:, :6], use_cache=True)
+    assert isinstance(first.past_key_values, DynamicCache)
+    assert first.past_key_values.get_seq_length() == 6
+    rest = model(ids[:, 6:], past_key_values=first.past_key_values, use_cache=True).logits
+    torch.testing.assert_close(torch.cat([first.logits, rest], dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_left_padded_batch_generates_like_one_by_one(recipe):
+    model = tiny_model(recipe)
+    prompts = [prompt(length=n, seed=n)[0] for n in (3, 8, 5)]
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((3, width), 1)
+    attention_mask = torch.zeros((3, width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        input_ids[row, width - len(p) :] = p
+        attention_mask[row, width - len(p) :] = 1
+    greedy = dict(max_new_tokens=10, do_sample=False, pad_token_id=1, eos_token_id=None)
+    batched = model.generate(input_ids, attention_mask=attention_mask, **greedy)
+    for row, p in enumerate(prompts):
+        single = model.generate(p[None], **greedy)
+        assert batched[row, width:].tolist() == single[0, len(p) :].tolist()
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_eager_and_sdpa_attention_agree(recipe):
+    model = tiny_model(recipe)
+    ids = prompt(batch=2, length=12)
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding on one row exercises the padding mask too
+    model.set_attn_implementation("eager")
+    eager = model(ids, attention_mask=mask).logits
+    model.set_attn_implementation("sdpa")
+    sdpa = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(eager[:, 4:], sdpa[:, 4:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eager[0], sdpa[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_activation_checkpointing_gives_the_same_gradients(recipe):
+    ids = prompt(batch=2, length=16)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model(recipe).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert all(block.gradient_checkpointing for block in model.transformer.h)
+        model(ids, labels=ids).loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5, msg=name)
+    assert any(g.abs().sum() > 0 for g in grads[1].values())
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_packed_sequences_with_restarting_position_ids_do_not_leak(recipe):
+    model = tiny_model(recipe)
+    a, b = prompt(length=5, seed=3), prompt(length=7, seed=4)
+    packed = torch.cat([a, b], dim=1)
+    position_ids = torch.cat([torch.arange(5), torch.arange(7)])[None]
+    logits = model(packed, position_ids=position_ids).logits
+    torch.testing.assert_close(logits[:, :5], model(a).logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[:, 5:], model(b).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_is_shifted_cross_entropy_and_logits_to_keep():
+    model = tiny_model()
+    ids = prompt(batch=2, length=9)
+    out = model(ids, labels=ids)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 300), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+    last = model(ids, logits_to_keep=1).logits
+    assert last.shape == (2, 1, 300)
+    torch.testing.assert_close(last[:, 0], out.logits[:, -1])
+
+
+def test_hidden_states_and_attentions_are_returned():
+    model = tiny_model()
+    model.set_attn_implementation("eager")
+    out = model(prompt(length=6), output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == 3  # embeddings + one per block
+    assert len(out.attentions) == 2
+    assert out.attentions[0].shape == (1, 4, 6, 6)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(1, 4, 6))  # rows are distributions
+    assert torch.all(out.attentions[0].triu(diagonal=1) == 0)  # causal
+    as_tuple = model(prompt(length=6), return_dict=False)
+    assert isinstance(as_tuple, tuple)
+
+
+def test_input_longer_than_learned_context_raises_clear_error():
+    model = tiny_model("gpt2")  # 64 learned positions
+    with pytest.raises(ValueError, match="max_position_embeddings=64"):
+        model(prompt(length=65))
+    rope = tiny_model("modern")  # rotary positions have no table to index out of
+    assert rope(prompt(length=65)).logits.shape == (1, 65, 300)
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES)
+def test_weight_tying_follows_the_config(recipe):
+    model = tiny_model(recipe)
+    tied = model.config.tie_word_embeddings
+    assert (model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()) == tied
+    assert model.get_input_embeddings() is model.transformer.wte
+    assert model.get_output_embeddings() is model.lm_head
+
+
+def test_residual_projections_use_scaled_init():
+    torch.manual_seed(0)
+    config = ScratchGPTConfig.from_preset("tiny", num_hidden_layers=8)
+    model = ScratchGPTForCausalLM(config)
+    block = model.transformer.h[0]
+    expected = 0.02 / (2 * 8) ** 0.5
+    assert abs(block.attn.o_proj.weight.std().item() - expected) < 0.1 * expected
+    assert abs(block.mlp.down_proj.weight.std().item() - expected) < 0.1 * expected
+    assert abs(block.attn.q_proj.weight.std().item() - 0.02) < 0.002
+    assert torch.all(block.ln_1.weight == 1) and torch.all(block.attn.q_proj.bias == 0)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_sequence_classification_pools_last_non_padding_token(padding_side):
+    torch.manual_seed(0)
+    config = tiny_config("gpt2", num_labels=3)
+    model = ScratchGPTForSequenceClassification(config).eval()
+    short, long = prompt(length=4, seed=5)[0], prompt(length=9, seed=6)[0]
+    ids = torch.full((2, 9), config.pad_token_id)
+    mask = torch.zeros((2, 9), dtype=torch.long)
+    ids[1], mask[1] = long, 1
+    if padding_side == "left":
+        ids[0, 5:], mask[0, 5:] = short, 1
+    else:
+        ids[0, :4], mask[0, :4] = short, 1
+    batched = model(ids, attention_mask=mask).logits
+    assert batched.shape == (2, 3)
+    torch.testing.assert_close(batched[0], model(short[None]).logits[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[1], model(long[None]).logits[0], atol=1e-5, rtol=1e-5)
+    if padding_side == "right":  # without a mask, the pad token id finds the same position
+        torch.testing.assert_close(model(ids).logits, batched, atol=1e-5, rtol=1e-5)
+    labels = torch.tensor([0, 2])
+    loss = model(ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(batched, labels))
+
+
+def test_token_classification_and_question_answering_heads():
+    torch.manual_seed(0)
+    ids = prompt(batch=2, length=8)
+    tokens = ScratchGPTForTokenClassification(tiny_config(num_labels=5)).eval()
+    out = tokens(ids, labels=torch.zeros(2, 8, dtype=torch.long))
+    assert out.logits.shape == (2, 8, 5)
+    torch.testing.assert_close(
+        out.loss, torch.nn.functional.cross_entropy(out.logits.reshape(-1, 5), torch.zeros(16).long())
+    )
+    qa = ScratchGPTForQuestionAnswering(tiny_config()).eval()
+    out = qa(ids, start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([3, 4]))
+    assert out.start_logits.shape == out.end_logits.shape == (2, 8)
+    assert out.loss > 0
+    backbone = ScratchGPTModel(tiny_config())
+    assert backbone(ids).last_hidden_state.shape == (2, 8, 64)
+
+
+def test_auto_model_builds_from_config_and_preset_shapes():
+    model = AutoModelForCausalLM.from_config(tiny_config("modern"))
+    assert isinstance(model, ScratchGPTForCausalLM)
+    gpt2 = ScratchGPTConfig.from_preset("gpt2")
+    assert (gpt2.hidden_size, gpt2.num_hidden_layers, gpt2.num_attention_heads, gpt2.vocab_size) == (
+        768,
+        12,
+        12,
+        50257,
+    )
+    with torch.device("meta"):
+        n_params = ScratchGPTForCausalLM(gpt2).num_parameters()
+    assert n_params == 124_439_808  # OpenAI GPT-2 small, with the head tied to the embedding
+    shapes = {name: (ScratchGPTConfig.from_preset(name).hidden_size, ScratchGPTConfig.from_preset(name).num_hidden_layers)
+              for name in ("gpt2-medium", "gpt2-large", "gpt2-xl")}  # fmt: skip
+    assert shapes == {"gpt2-medium": (1024, 24), "gpt2-large": (1280, 36), "gpt2-xl": (1600, 48)}
