@@ -1,0 +1,216 @@
+"""The pretraining pipeline end to end: config parsing, a short real run, resume, 2 processes, speedrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.pretraining import DataArguments, ModelArguments
+from hf_scratchgpt.pretraining import main as pretrain_main
+from hf_scratchgpt.speedrun import STAGES, run_speedrun
+from hf_scratchgpt.tokenizer_training import main as train_tokenizer_main
+
+REPO = Path(__file__).resolve().parents[1]
+ANIMALS = ["cat", "dog", "bird", "fox", "cow", "hen"]
+ACTIONS = ["runs", "sleeps", "eats", "jumps", "sings"]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """A small learnable corpus: templated sentences, one story per line."""
+    rng = random.Random(0)
+    lines = []
+    for _ in range(400):
+        sentences = [
+            f"The {rng.choice(ANIMALS)} {rng.choice(ACTIONS)} today." for _ in range(rng.randint(2, 5))
+        ]
+        lines.append(" ".join(sentences))
+    path = tmp_path_factory.mktemp("corpus") / "stories.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def small_run_argv(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
+    """A byte-level 2-layer model on the corpus: a few seconds per run on a CPU."""
+    return [
+        "--data", str(corpus), "--txt_mode", "line", "--tokenizer_name_or_path", "byte",
+        "--model_overrides", "n_layer=2,n_embd=64,n_head=4,max_position_embeddings=64",
+        "--block_size", "64", "--output_dir", str(output_dir), "--use_cpu", "--report_to", "none",
+        "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "16", "--learning_rate", "3e-3",
+        "--warmup_steps", "5", "--logging_steps", "1", "--save_strategy", "no", "--seed", "7",
+        "--sample_prompts", "The", "--sample_max_new_tokens", "16", "--disable_tqdm", "true", *extra,
+    ]  # fmt: skip
+
+
+def logged_losses(output_dir: Path) -> dict[int, float]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def test_yaml_config_with_command_line_overrides(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        "preset: tiny-modern\nmodel_overrides: {num_hidden_layers: 3}\nblock_size: 32\n"
+        "output_dir: out\nmax_steps: 7\nlearning_rate: 5.0e-4\nlr_scheduler_kwargs: {min_lr: 1.0e-5}\n"
+    )
+    model_args, data_args, training_args = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments),
+        ["--config", str(config), "--max_steps", "9", "--data-dir", "texts/"],
+    )
+    assert model_args.preset == "tiny-modern" and model_args.model_overrides == {"num_hidden_layers": 3}
+    assert data_args.block_size == 32 and data_args.data_dir == "texts/"
+    assert training_args.max_steps == 9  # the command line wins over the file
+    assert training_args.learning_rate == 5e-4 and training_args.lr_scheduler_kwargs == {"min_lr": 1e-5}
+
+    config.write_text("preset: tiny\nnum_layers: 3\n")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['num_layers'\]"):
+        parse_args((ModelArguments, DataArguments, TrainingArguments), ["--config", str(config)])
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        parse_args((ModelArguments,), ["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_shipped_recipes_parse_and_match_nanogpt():
+    for recipe in sorted((REPO / "training" / "configs").glob("*.yaml")):
+        # --use_cpu: the GPU recipe asks for bf16, which TrainingArguments refuses without a GPU.
+        parse_args(
+            (ModelArguments, DataArguments, TrainingArguments), ["--config", str(recipe), "--use_cpu", "true"]
+        )
+    model_args, data_args, args = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments),
+        ["--config", str(REPO / "training" / "configs" / "shakespeare_char.yaml")],
+    )
+    assert model_args.model_overrides == {"num_hidden_layers": 4, "num_attention_heads": 4, "hidden_size": 128,
+                                          "max_position_embeddings": 64}  # fmt: skip
+    assert model_args.tokenizer_name_or_path == "byte"
+    assert (data_args.block_size, data_args.split_mode, data_args.validation_fraction) == (64, "tail", 0.1)
+    assert (args.max_steps, args.per_device_train_batch_size, args.learning_rate) == (2000, 12, 1e-3)
+
+
+def test_short_run_lowers_validation_loss_and_saves_a_loadable_model(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    metrics = pretrain_main(
+        small_run_argv(
+            corpus_file,
+            out,
+            "--max_steps",
+            "60",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "30",
+            "--eval_on_start",
+            "true",
+        )  # fmt: skip
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    eval_losses = [entry["eval_loss"] for entry in state["log_history"] if "eval_loss" in entry]
+    assert eval_losses[0] > 4.0  # untrained: about ln(vocab) nats
+    assert metrics["eval_loss"] < 0.5 * eval_losses[0]
+    assert metrics["eval_perplexity"] == pytest.approx(
+        torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-4
+    )
+    # Byte-level tokens: one token per byte, plus an end-of-text token per line.
+    assert 1.0 <= metrics["eval_bits_per_byte"] * 0.6931 / metrics["eval_loss"] <= 1.05
+    assert json.loads((out / "metrics.json").read_text())["eval_loss"] == metrics["eval_loss"]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples][:3] == [0, 30, 60]
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.vocab_size == len(tokenizer) and tokenizer.padding_side == "left"
+    ids = tokenizer("The cat", return_tensors="pt")
+    text = tokenizer.decode(
+        model.generate(**ids, max_new_tokens=20, do_sample=False)[0], skip_special_tokens=True
+    )
+    assert any(word in text[len("The cat") :] for word in ACTIONS + ["The", "today"]), text
+
+
+def test_resume_from_checkpoint_gives_the_same_losses(corpus_file, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    pretrain_main(
+        small_run_argv(corpus_file, full, "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4")
+    )
+    # Resume in a fresh output folder from the step-4 checkpoint of the first run.
+    pretrain_main(
+        small_run_argv(
+            corpus_file, resumed, "--max_steps", "8", "--resume_from_checkpoint", str(full / "checkpoint-4")
+        )
+    )
+    uninterrupted, continued = logged_losses(full), logged_losses(resumed)
+    # Steps 1-4 come back from the checkpoint's trainer_state.json; steps 5-8 were trained again.
+    assert sorted(continued) == sorted(uninterrupted) == list(range(1, 9))
+    for step in (5, 6, 7, 8):
+        assert continued[step] == pytest.approx(uninterrupted[step], abs=1e-6), step
+
+
+def test_two_processes_match_one_at_the_same_global_batch(corpus_file, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    script = REPO / "training" / "pretrain.py"
+    common = ["--max_steps", "6", "--eval_strategy", "no"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    one = subprocess.run(
+        [sys.executable, str(script), *small_run_argv(corpus_file, tmp_path / "one", *common)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    two_argv = small_run_argv(corpus_file, tmp_path / "two", *common, "--per_device_train_batch_size", "4")
+    two = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(script), *two_argv],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    args = json.loads((tmp_path / "two" / "trainer_state.json").read_text())
+    assert args["train_batch_size"] == 4  # per process; 2 processes x 4 = the single process's 8
+    single, double = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
+    assert sorted(single) == sorted(double) == [1, 2, 3, 4, 5, 6]
+    for step in single:
+        assert double[step] == pytest.approx(single[step], abs=2e-4), step
+    assert double[6] < double[1]
+
+
+def test_train_tokenizer_script(corpus_file, tmp_path):
+    train_tokenizer_main(["--data", str(corpus_file), "--txt_mode", "line", "--vocab_size", "300",
+                          "--output_dir", str(tmp_path / "tok")])  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert len(tokenizer) == 300
+    assert (
+        len(tokenizer("The dog sleeps today.")["input_ids"]) < len("The dog sleeps today.") / 2
+    )  # merges learned
+
+
+def test_speedrun_writes_model_metrics_plot_and_report(corpus_file, tmp_path):
+    assert list(STAGES)[:4] == ["tokenizer", "pretrain", "evaluate", "samples"]
+    run_dir = tmp_path / "speedrun"
+    ctx = run_speedrun([
+        "--run_dir", str(run_dir), "--data", str(corpus_file), "--txt_mode", "line", "--tokenizer_vocab_size", "320",
+        "--model_overrides", "n_layer=1,n_embd=32,n_head=2,max_position_embeddings=64", "--block_size", "64",
+        "--max_steps", "12", "--eval_steps", "6", "--logging_steps", "3", "--bf16", "false", "--report_to", "none",
+        "--eval_blocks", "4", "--generation_max_new_tokens", "8", "--disable_tqdm", "true",
+    ])  # fmt: skip
+    assert {p.name for p in run_dir.iterdir()} >= {"tokenizer", "model", "metrics.json", "loss_curves.png",
+                                                   "report.md", "samples.json"}  # fmt: skip
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (
+        256 < metrics["tokenizer_vocab_size"] == metrics["vocab_size"] <= 320
+    )  # few merges in a tiny corpus
+    assert metrics["reloaded_eval_loss"] > 0 and metrics["eval_loss"] > 0
+    assert set(metrics["stage_seconds"]) == set(STAGES)
+    report = (run_dir / "report.md").read_text()
+    for heading in ("## Tokenizer", "## Pretraining", "## Evaluation of the saved model", "## Samples"):
+        assert heading in report
+    assert (run_dir / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ctx.model_dir == run_dir / "model"
+    assert (
+        AutoModelForCausalLM.from_pretrained(run_dir / "model").num_parameters() == metrics["num_parameters"]
+    )
+    shutil.rmtree(run_dir)
