@@ -26,24 +26,30 @@ _GPT2_RECIPE = {
     "bias": True,
     "qk_norm": False,
 }
-# Renamed one-to-one: ScratchGPT name -> GPT-2 name, inside `transformer.` and `transformer.h.{i}.`.
-_SHARED_NAMES = {"wte.weight": "wte.weight", "wpe.weight": "wpe.weight", "ln_f.weight": "ln_f.weight",
-                 "ln_f.bias": "ln_f.bias"}  # fmt: skip
-_BLOCK_NAMES = {
-    "ln_1.weight": "ln_1.weight",
-    "ln_1.bias": "ln_1.bias",
-    "ln_2.weight": "ln_2.weight",
-    "ln_2.bias": "ln_2.bias",
-    "attn.o_proj.bias": "attn.c_proj.bias",
-    "mlp.up_proj.bias": "mlp.c_fc.bias",
-    "mlp.down_proj.bias": "mlp.c_proj.bias",
-}
-# Linear (out, in) <-> Conv1D (in, out): stored transposed.
-_BLOCK_TRANSPOSED = {
-    "attn.o_proj.weight": "attn.c_proj.weight",
-    "mlp.up_proj.weight": "mlp.c_fc.weight",
-    "mlp.down_proj.weight": "mlp.c_proj.weight",
-}
+# Tensors that map one-to-one: (ScratchGPT name, GPT-2 name, stored transposed?). Inside each block
+# ("h.{i}." prefix); GPT-2's Conv1D keeps weights as (in, out) where nn.Linear has (out, in).
+_BLOCK_TENSORS = [
+    ("ln_1.weight", "ln_1.weight", False),
+    ("ln_1.bias", "ln_1.bias", False),
+    ("ln_2.weight", "ln_2.weight", False),
+    ("ln_2.bias", "ln_2.bias", False),
+    ("attn.o_proj.weight", "attn.c_proj.weight", True),
+    ("attn.o_proj.bias", "attn.c_proj.bias", False),
+    ("mlp.up_proj.weight", "mlp.c_fc.weight", True),
+    ("mlp.up_proj.bias", "mlp.c_fc.bias", False),
+    ("mlp.down_proj.weight", "mlp.c_proj.weight", True),
+    ("mlp.down_proj.bias", "mlp.c_proj.bias", False),
+]
+_MODEL_TENSORS = [(name, name, False) for name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")]
+
+
+def _one_to_one(num_layers: int) -> list[tuple[str, str, bool]]:
+    """Every one-to-one tensor of a model with ``num_layers`` blocks, with full names."""
+    pairs = [(f"transformer.{ours}", f"transformer.{gpt2}", t) for ours, gpt2, t in _MODEL_TENSORS]
+    for i in range(num_layers):
+        prefix = f"transformer.h.{i}."
+        pairs += [(prefix + ours, prefix + gpt2, t) for ours, gpt2, t in _BLOCK_TENSORS]
+    return pairs
 
 
 def _check_gpt2_config(config: GPT2Config) -> None:
@@ -117,16 +123,12 @@ def gpt2_config_from_scratchgpt(config: ScratchGPTConfig) -> GPT2Config:
 def _state_dict_to_gpt2(
     state: dict[str, torch.Tensor], num_layers: int, tied: bool
 ) -> dict[str, torch.Tensor]:
-    out = {f"transformer.{gpt2}": state[f"transformer.{ours}"] for ours, gpt2 in _SHARED_NAMES.items()}
+    out = {gpt2: state[ours].t() if t else state[ours] for ours, gpt2, t in _one_to_one(num_layers)}
     for i in range(num_layers):
-        ours, theirs = f"transformer.h.{i}.", f"transformer.h.{i}."
-        out.update({theirs + g: state[ours + s] for s, g in _BLOCK_NAMES.items()})
-        out.update({theirs + g: state[ours + s].t() for s, g in _BLOCK_TRANSPOSED.items()})
-        qkv = [state[f"{ours}attn.{name}_proj.weight"] for name in "qkv"]
-        out[theirs + "attn.c_attn.weight"] = torch.cat(qkv, dim=0).t()
-        out[theirs + "attn.c_attn.bias"] = torch.cat(
-            [state[f"{ours}attn.{name}_proj.bias"] for name in "qkv"]
-        )
+        prefix = f"transformer.h.{i}.attn."
+        # Fuse q, k, v into GPT-2's c_attn: concatenated along the output dimension.
+        out[prefix + "c_attn.weight"] = torch.cat([state[f"{prefix}{n}_proj.weight"] for n in "qkv"]).t()
+        out[prefix + "c_attn.bias"] = torch.cat([state[f"{prefix}{n}_proj.bias"] for n in "qkv"])
     out["lm_head.weight"] = state["transformer.wte.weight" if tied else "lm_head.weight"]
     return out
 
@@ -134,16 +136,13 @@ def _state_dict_to_gpt2(
 def _state_dict_from_gpt2(
     state: dict[str, torch.Tensor], num_layers: int, tied: bool
 ) -> dict[str, torch.Tensor]:
-    out = {f"transformer.{ours}": state[f"transformer.{gpt2}"] for ours, gpt2 in _SHARED_NAMES.items()}
+    out = {ours: state[gpt2].t() if t else state[gpt2] for ours, gpt2, t in _one_to_one(num_layers)}
     for i in range(num_layers):
-        ours, theirs = f"transformer.h.{i}.", f"transformer.h.{i}."
-        out.update({ours + s: state[theirs + g] for s, g in _BLOCK_NAMES.items()})
-        out.update({ours + s: state[theirs + g].t() for s, g in _BLOCK_TRANSPOSED.items()})
-        weights = state[theirs + "attn.c_attn.weight"].t().chunk(3, dim=0)
-        biases = state[theirs + "attn.c_attn.bias"].chunk(3)
+        prefix = f"transformer.h.{i}.attn."
+        weights = state[prefix + "c_attn.weight"].t().chunk(3)
+        biases = state[prefix + "c_attn.bias"].chunk(3)
         for name, weight, bias in zip("qkv", weights, biases, strict=True):
-            out[f"{ours}attn.{name}_proj.weight"] = weight
-            out[f"{ours}attn.{name}_proj.bias"] = bias
+            out[f"{prefix}{name}_proj.weight"], out[f"{prefix}{name}_proj.bias"] = weight, bias
     out["lm_head.weight"] = state["transformer.wte.weight" if tied else "lm_head.weight"]
     return out
 

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
+from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.pretraining import DataArguments, ModelArguments
 from hf_scratchgpt.pretraining import main as pretrain_main
-from hf_scratchgpt.speedrun import STAGES, run_speedrun
+from hf_scratchgpt.speedrun import STAGES, register_stage, run_speedrun
 from hf_scratchgpt.tokenizer_training import main as train_tokenizer_main
+from hf_scratchgpt.training import ScratchGPTTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 ANIMALS = ["cat", "dog", "bird", "fox", "cow", "hen"]
@@ -50,6 +53,12 @@ def small_run_argv(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
         "--warmup_steps", "5", "--logging_steps", "1", "--save_strategy", "no", "--seed", "7",
         "--sample_prompts", "The", "--sample_max_new_tokens", "16", "--disable_tqdm", "true", *extra,
     ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def logged_losses(output_dir: Path) -> dict[int, float]:
@@ -165,7 +174,7 @@ def test_two_processes_match_one_at_the_same_global_batch(corpus_file, tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
     two_argv = small_run_argv(corpus_file, tmp_path / "two", *common, "--per_device_train_batch_size", "4")
     two = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(script), *two_argv],
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), str(script), *two_argv],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
@@ -214,3 +223,33 @@ def test_speedrun_writes_model_metrics_plot_and_report(corpus_file, tmp_path):
         AutoModelForCausalLM.from_pretrained(run_dir / "model").num_parameters() == metrics["num_parameters"]
     )
     shutil.rmtree(run_dir)
+
+
+def test_weight_decay_only_on_weight_matrices(tmp_path):
+    model = ScratchGPTForCausalLM(ScratchGPTConfig.from_preset("tiny-modern", n_layer=1, vocab_size=300))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, weight_decay=0.1, report_to="none")
+    trainer = ScratchGPTTrainer(model=model, args=args)
+    optimizer = trainer.create_optimizer()
+    decayed = {
+        id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]
+    }
+    names = {name for name, p in model.named_parameters() if id(p) in decayed}
+    assert "transformer.h.0.attn.q_proj.weight" in names and "lm_head.weight" in names  # untied head decays
+    assert "transformer.h.0.mlp.gate_proj.weight" in names
+    assert not any("wte" in n or "norm" in n or "ln_" in n or n.endswith("bias") for n in names), names
+    all_params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert all_params == {id(p) for p in model.parameters()}  # nothing left out of the optimizer
+
+
+def test_register_stage_inserts_after_a_named_stage():
+    def extra(ctx):
+        return None
+
+    try:
+        register_stage("extra", after="pretrain")(extra)
+        assert list(STAGES)[:3] == ["tokenizer", "pretrain", "extra"]
+        with pytest.raises(ValueError, match="no such stage"):
+            register_stage("other", after="missing")(extra)
+    finally:
+        STAGES.pop("extra", None)
+    assert "extra" not in STAGES
