@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import RECIPES, tiny_config, tiny_model
-from transformers import AutoModelForCausalLM, DynamicCache
+from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 
 from hf_scratchgpt import (
     ScratchGPTConfig,
@@ -219,3 +219,35 @@ def test_auto_model_builds_from_config_and_preset_shapes():
     shapes = {name: (ScratchGPTConfig.from_preset(name).hidden_size, ScratchGPTConfig.from_preset(name).num_hidden_layers)
               for name in ("gpt2-medium", "gpt2-large", "gpt2-xl")}  # fmt: skip
     assert shapes == {"gpt2-medium": (1024, 24), "gpt2-large": (1280, 36), "gpt2-xl": (1600, 48)}
+
+
+@pytest.mark.parametrize("recipe", ["gpt2", "modern"])
+def test_flex_attention_agrees_with_eager(recipe):
+    model = tiny_model(recipe)
+    ids = prompt(batch=2, length=16)
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with torch.no_grad():  # flex attention has no CPU backward
+        eager = model(ids, attention_mask=mask).logits
+        model.set_attn_implementation("flex_attention")
+        flex = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(flex[:, 5:], eager[:, 5:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("recipe", ["gpt2", "modern"])
+def test_decoding_with_static_cache_compiles_as_one_graph(recipe):
+    model = tiny_model(recipe)
+    ids = prompt(length=8)
+    expected = model.generate(ids, max_new_tokens=5, do_sample=False, cache_implementation="static",
+                              pad_token_id=1, eos_token_id=None)[0, 8:]  # fmt: skip
+    cache = StaticCache(config=model.config, max_cache_len=32)
+    # fullgraph=True fails on any graph break (e.g. Python branching on a tensor); "eager" skips codegen.
+    forward = torch.compile(model.forward, fullgraph=True, backend="eager")
+    tokens = [forward(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1)]
+    for step in range(4):
+        position = torch.tensor([[8 + step]])
+        logits = forward(
+            input_ids=tokens[-1][:, None], past_key_values=cache, use_cache=True, position_ids=position
+        ).logits
+        tokens.append(logits[:, -1].argmax(-1))
+    assert torch.cat(tokens).tolist() == expected.tolist()
