@@ -356,7 +356,10 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
         position_embeddings = None
         if self.wpe is not None:
             # Checked in eager mode only: a compiled graph cannot branch on the (tensor) cache length.
-            if not torch.compiler.is_compiling() and past_length + seq_length > self.config.max_position_embeddings:
+            if (
+                not torch.compiler.is_compiling()
+                and past_length + seq_length > self.config.max_position_embeddings
+            ):
                 raise ValueError(
                     f"Input of {past_length + seq_length} tokens is longer than the model's context of "
                     f"max_position_embeddings={self.config.max_position_embeddings} learned positions. "
