@@ -54,6 +54,12 @@ class ModelArguments:
         default=None,
         metadata={"help": "Config fields over the preset, e.g. 'n_layer=4,n_embd=128,rope_theta=1e4'."},
     )
+    model_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "A ScratchGPT config.json (or a folder holding one) to start from instead of the preset."
+        },
+    )
     model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Continue from a saved model (directory or Hub id) instead of a preset."},
@@ -177,21 +183,24 @@ def load_tokenizer(args: ModelArguments, train_text: Dataset) -> ScratchGPTToken
 
 
 def build_model(args: ModelArguments, tokenizer: ScratchGPTTokenizer) -> ScratchGPTForCausalLM:
-    """A fresh model from the preset (sized to the tokenizer), or a saved one to continue training."""
+    """A fresh model from the preset or config file (sized to the tokenizer), or a saved one to continue."""
     if args.model_name_or_path:
         return ScratchGPTForCausalLM.from_pretrained(
             args.model_name_or_path, attn_implementation=args.attn_implementation
         )
-    config = ScratchGPTConfig.from_preset(
-        args.preset,
-        **{
-            "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            **parse_overrides(args.model_overrides),
-        },
-    )
+    settings = {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **parse_overrides(args.model_overrides),
+    }
+    if args.model_config:
+        # Merge before constructing, so the overrides are validated like any other config value.
+        saved, _ = ScratchGPTConfig.get_config_dict(args.model_config)
+        config = ScratchGPTConfig.from_dict({**saved, **settings})
+    else:
+        config = ScratchGPTConfig.from_preset(args.preset, **settings)
     if config.vocab_size < len(tokenizer):
         raise ValueError(
             f"vocab_size={config.vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens."

@@ -15,9 +15,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM
+from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.cli import parse_args
-from hf_scratchgpt.pretraining import DataArguments, ModelArguments
+from hf_scratchgpt.pretraining import DataArguments, ModelArguments, build_model
 from hf_scratchgpt.pretraining import main as pretrain_main
 from hf_scratchgpt.speedrun import STAGES, register_stage, run_speedrun
 from hf_scratchgpt.tokenizer_training import main as train_tokenizer_main
@@ -253,3 +253,20 @@ def test_register_stage_inserts_after_a_named_stage():
     finally:
         STAGES.pop("extra", None)
     assert "extra" not in STAGES
+
+
+def test_model_from_a_config_file_with_overrides(tmp_path):
+    ScratchGPTConfig.from_preset("tiny-modern", n_layer=3, n_embd=64, n_head=4).save_pretrained(tmp_path)
+    tokenizer = ScratchGPTTokenizer()  # byte-level: 260 tokens
+    args = ModelArguments(model_config=str(tmp_path), model_overrides="num_key_value_heads=1")
+    model = build_model(args, tokenizer)
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size, config.position_embedding_type) == (3, 64, "rope")
+    assert config.num_key_value_heads == 1 and config.vocab_size == 260
+    assert config.pad_token_id == tokenizer.pad_token_id != config.eos_token_id
+    with pytest.raises(ValueError, match="num_key_value_heads=3"):  # overrides are validated
+        build_model(
+            ModelArguments(model_config=str(tmp_path), model_overrides="num_key_value_heads=3"), tokenizer
+        )
+    with pytest.raises(ValueError, match="'n_layer:4' is not key=value"):
+        build_model(ModelArguments(model_overrides="n_layer:4"), tokenizer)
