@@ -152,7 +152,8 @@ def load_corpus(args: DataArguments) -> tuple[Dataset, str]:
     )
     if args.max_documents:
         stream = stream.take(args.max_documents)
-    return Dataset.from_list(list(stream)), f"{source} ({args.dataset_split})"
+    config = f", config {args.dataset_config}" if args.dataset_config else ""
+    return Dataset.from_list(list(stream)), f"{source} ({args.dataset_split}{config})"
 
 
 def parse_overrides(overrides: dict[str, Any] | str | None) -> dict[str, Any]:
