@@ -116,6 +116,13 @@ class SampleGenerationCallback(TrainerCallback):
         model.train(was_training)
         return texts
 
+    def on_train_begin(
+        self, args: HfTrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+    ) -> None:
+        # A fresh run (not a resume) starts a fresh samples file instead of appending to an old run's.
+        if state.is_world_process_zero and state.global_step == 0:
+            (Path(args.output_dir) / "samples.jsonl").unlink(missing_ok=True)
+
     def on_evaluate(
         self, args: HfTrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
     ) -> None:

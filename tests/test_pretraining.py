@@ -270,3 +270,11 @@ def test_model_from_a_config_file_with_overrides(tmp_path):
         )
     with pytest.raises(ValueError, match="'n_layer:4' is not key=value"):
         build_model(ModelArguments(model_overrides="n_layer:4"), tokenizer)
+
+
+def test_a_second_run_in_the_same_folder_starts_a_fresh_samples_file(corpus_file, tmp_path):
+    argv = small_run_argv(corpus_file, tmp_path / "run", "--max_steps", "2")
+    pretrain_main(argv)
+    pretrain_main(argv)
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in samples] == [2]  # only the final evaluation of the second run
