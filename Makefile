@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch: the CPU wheel pinned for these machines, unless some torch is already installed.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,eval,dev]"
+	$(PIP) install -q -e ".[train,eval,serve,dev]"
 	touch $@
 
 venv: $(VENV)/.installed

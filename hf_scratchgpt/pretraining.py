@@ -31,7 +31,7 @@ from .data import (
 )
 from .modeling_scratchgpt import ScratchGPTForCausalLM
 from .tokenization_scratchgpt import ScratchGPTTokenizer
-from .training import SampleGenerationCallback, ScratchGPTTrainer, bf16_supported
+from .training import SampleGenerationCallback, ScratchGPTTrainer, ScratchGPTTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -209,19 +209,11 @@ def build_model(args: ModelArguments, tokenizer: ScratchGPTTokenizer) -> Scratch
     return ScratchGPTForCausalLM._from_config(config, attn_implementation=args.attn_implementation)
 
 
-def resolve_precision(training_args: TrainingArguments) -> None:
-    """Use bf16 only where it is supported; fall back to fp32 with a notice instead of crashing."""
-    if training_args.bf16 and not bf16_supported(training_args.use_cpu):
-        print("bf16 was requested but this device has no native bf16 support: training in fp32.")
-        training_args.bf16 = False
-
-
 def run_pretraining(
     model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
 ) -> dict[str, Any]:
     """Train, evaluate, save model + tokenizer to ``output_dir``; return the final metrics."""
     set_seed(training_args.seed)
-    resolve_precision(training_args)
     output_dir = Path(training_args.output_dir)
 
     with training_args.main_process_first(desc="loading and tokenizing the corpus"):
@@ -278,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from .cli import parse_args
 
     model_args, data_args, training_args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments), argv
+        (ModelArguments, DataArguments, ScratchGPTTrainingArguments), argv
     )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     os.makedirs(training_args.output_dir, exist_ok=True)

@@ -34,6 +34,7 @@ from .data import split_train_validation, tokenize_and_pack
 from .pretraining import OFFLINE_CORPUS_NAME, DataArguments, ModelArguments, load_corpus, run_pretraining
 from .report import metrics_table, plot_loss_curves
 from .tokenization_scratchgpt import ScratchGPTTokenizer
+from .training import ScratchGPTTrainingArguments
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny.yaml"
 
@@ -237,7 +238,7 @@ def run_speedrun(argv: list[str] | None = None) -> SpeedrunContext:
     if not any(arg.startswith("--output_dir") or arg.startswith("--output-dir") for arg in argv):
         argv += ["--output_dir", "outputs/speedrun/model"]  # replaced by <run_dir>/model below
     args, model_args, data_args, training_args = parse_args(
-        (SpeedrunArguments, ModelArguments, DataArguments, TrainingArguments), argv
+        (SpeedrunArguments, ModelArguments, DataArguments, ScratchGPTTrainingArguments), argv
     )
     ctx = SpeedrunContext(args, model_args, data_args, training_args)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ Only what the Trainer does not already do lives here:
   evaluation loss.
 * ``SampleGenerationCallback``: writes a few generations from fixed prompts at every evaluation, so
   a run shows what the model says, not just a number.
-* ``bf16_supported``: whether bf16 mixed precision pays off on this machine (GPU, or a CPU with
-  bf16 instructions such as AVX512-BF16 / AMX).
+* ``ScratchGPTTrainingArguments``: ``TrainingArguments`` plus ``--precision auto|bf16|fp16|fp32``, decided
+  from the hardware (``hf_scratchgpt.hardware``) before the parent class hands it to Accelerate.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,18 +25,66 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainerControl, TrainerState
 from transformers import TrainingArguments as HfTrainingArguments
 
+from .hardware import (
+    PRECISIONS,
+    PrecisionError,
+    describe_machine,
+    machine_summary,
+    resolve_precision,
+    uses_gpu,
+)
+
 logger = logging.getLogger(__name__)
+# Accelerate's name for each precision, for the environment variable it reads.
+_ACCELERATE_MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+_DECIDED_MARKER = "SCRATCHGPT_PRECISION_DECIDED"
+_ANNOUNCED: dict[str, bool] = {}  # the choice is printed once per process
 
 
-def bf16_supported(use_cpu: bool = False) -> bool:
-    """True on a bf16-capable GPU, or (on CPU) when the processor has native bf16 instructions."""
-    if torch.cuda.is_available() and not use_cpu:
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: let the user opt in explicitly
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+@dataclass
+class ScratchGPTTrainingArguments(HfTrainingArguments):
+    """``TrainingArguments`` whose mixed precision is decided from the hardware before anything uses it.
+
+    ``--precision auto`` (default) picks bf16 where the hardware has it natively, fp16 on a GPU without
+    bf16, fp32 otherwise. ``--bf16 true`` / ``--fp16 true`` (the parent's flags) count as an explicit
+    request, like ``--precision bf16``: kept if this machine can run it, else a clear error.
+    """
+
+    precision: str = field(
+        default="auto", metadata={"help": f"One of {PRECISIONS}: auto picks what this machine runs natively."}
+    )
+
+    def __post_init__(self) -> None:
+        flags = [name for name in ("bf16", "fp16") if getattr(self, name)]
+        if len(flags) > 1 or (flags and self.precision not in ("auto", flags[0])):
+            raise PrecisionError(
+                f"Conflicting precision flags: --precision {self.precision} with --{' --'.join(flags)} true. "
+                "Pass only --precision (auto, bf16, fp16 or fp32)."
+            )
+        requested = flags[0] if flags else self.precision
+        # An accelerate config's mixed_precision (exported by `accelerate launch`) is a request too,
+        # unless it is the value an earlier decision in this process (or its parent) wrote.
+        launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        if requested == "auto" and launcher in ("bf16", "fp16") and not os.environ.get(_DECIDED_MARKER):
+            requested = launcher
+        self.precision = resolve_precision(requested, use_cpu=self.use_cpu)
+        self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
+        if self.bf16 and not uses_gpu(self.use_cpu):
+            self.use_cpu = True  # the parent accepts CPU bf16 only when told the run is on the CPU
+        # The parent reads this variable before its own flags, and Accelerate reads it again.
+        os.environ["ACCELERATE_MIXED_PRECISION"] = _ACCELERATE_MIXED_PRECISION[self.precision]
+        os.environ[_DECIDED_MARKER] = "1"
+        if self.process_index_from_env() == 0 and not _ANNOUNCED.get(self.precision):
+            print(
+                f"precision: {self.precision} (asked for {requested}) on {machine_summary(describe_machine(self.use_cpu))}"
+            )
+            _ANNOUNCED[self.precision] = True
+        super().__post_init__()
+
+    @staticmethod
+    def process_index_from_env() -> int:
+        """This process's rank as the launchers export it (before any process group exists)."""
+        return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
@@ -135,4 +185,9 @@ class SampleGenerationCallback(TrainerCallback):
             f.write(json.dumps({"step": state.global_step, "samples": samples}, ensure_ascii=False) + "\n")
 
 
-__all__ = ["ScratchGPTTrainer", "SampleGenerationCallback", "bf16_supported", "decay_parameter_names"]
+__all__ = [
+    "SampleGenerationCallback",
+    "ScratchGPTTrainer",
+    "ScratchGPTTrainingArguments",
+    "decay_parameter_names",
+]

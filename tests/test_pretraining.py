@@ -21,7 +21,7 @@ from hf_scratchgpt.pretraining import DataArguments, ModelArguments, build_model
 from hf_scratchgpt.pretraining import main as pretrain_main
 from hf_scratchgpt.speedrun import STAGES, register_stage, run_speedrun
 from hf_scratchgpt.tokenizer_training import main as train_tokenizer_main
-from hf_scratchgpt.training import ScratchGPTTrainer
+from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 ANIMALS = ["cat", "dog", "bird", "fox", "cow", "hen"]
@@ -73,7 +73,7 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
         "output_dir: out\nmax_steps: 7\nlearning_rate: 5.0e-4\nlr_scheduler_kwargs: {min_lr: 1.0e-5}\n"
     )
     model_args, data_args, training_args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments),
+        (ModelArguments, DataArguments, ScratchGPTTrainingArguments),
         ["--config", str(config), "--max_steps", "9", "--data-dir", "texts/"],
     )
     assert model_args.preset == "tiny-modern" and model_args.model_overrides == {"num_hidden_layers": 3}
@@ -83,19 +83,19 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
 
     config.write_text("preset: tiny\nnum_layers: 3\n")
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['num_layers'\]"):
-        parse_args((ModelArguments, DataArguments, TrainingArguments), ["--config", str(config)])
+        parse_args((ModelArguments, DataArguments, ScratchGPTTrainingArguments), ["--config", str(config)])
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         parse_args((ModelArguments,), ["--config", str(tmp_path / "missing.yaml")])
 
 
 def test_shipped_recipes_parse_and_match_nanogpt():
     for recipe in sorted((REPO / "training" / "configs").glob("*.yaml")):
-        # --use_cpu: the GPU recipe asks for bf16, which TrainingArguments refuses without a GPU.
+        # --use_cpu: the GPU recipe would otherwise look for a GPU.
         parse_args(
-            (ModelArguments, DataArguments, TrainingArguments), ["--config", str(recipe), "--use_cpu", "true"]
+            (ModelArguments, DataArguments, ScratchGPTTrainingArguments), ["--config", str(recipe), "--use_cpu", "true"]
         )
     model_args, data_args, args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments),
+        (ModelArguments, DataArguments, ScratchGPTTrainingArguments),
         ["--config", str(REPO / "training" / "configs" / "shakespeare_char.yaml")],
     )
     assert model_args.model_overrides == {"num_hidden_layers": 4, "num_attention_heads": 4, "hidden_size": 128,

@@ -1,0 +1,44 @@
+"""The ``scratchgpt`` console script: one entry point, one subcommand per module.
+
+    scratchgpt chat MODEL                talk to a model in the terminal
+    scratchgpt serve MODEL               an OpenAI-compatible server on 127.0.0.1
+    scratchgpt push MODEL_DIR REPO_ID    upload a model folder to the Hub in one commit
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
+Only the module of the subcommand being run is imported, so ``scratchgpt push`` does not load a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "chat": (
+        "hf_scratchgpt.chat",
+        "Chat with a model in the terminal (streams, stops at the end of a turn).",
+    ),
+    "serve": ("hf_scratchgpt.serving", "Serve a model with an OpenAI-compatible API on 127.0.0.1."),
+    "push": ("hf_scratchgpt.hub", "Upload a model folder (weights, tokenizer, code, card) to the Hub."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="scratchgpt", description=__doc__.split("\n\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        parser.parse_args(argv)  # prints usage and exits (or --help)
+    name = argv[0]
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    sub = argparse.ArgumentParser(prog=f"scratchgpt {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(sub)
+    return int(module.run(sub.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
