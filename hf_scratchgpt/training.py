@@ -42,12 +42,14 @@ _ANNOUNCED: dict[str, bool] = {}  # the choice is printed once per process
 
 
 @dataclass
-class ScratchGPTTrainingArguments(HfTrainingArguments):
-    """``TrainingArguments`` whose mixed precision is decided from the hardware before anything uses it.
+class PrecisionArguments:
+    """Mixin for any ``TrainingArguments`` subclass (TRL's ``SFTConfig``, ``DPOConfig`` too): the mixed
+    precision is decided from the hardware before the parent's ``__post_init__`` hands it to Accelerate.
 
     ``--precision auto`` (default) picks bf16 where the hardware has it natively, fp16 on a GPU without
     bf16, fp32 otherwise. ``--bf16 true`` / ``--fp16 true`` (the parent's flags) count as an explicit
-    request, like ``--precision bf16``: kept if this machine can run it, else a clear error.
+    request, like ``--precision bf16``: kept if this machine can run it, else a clear error. Use it first
+    among the bases: ``class MyConfig(PrecisionArguments, SFTConfig)``.
     """
 
     precision: str = field(
@@ -85,6 +87,11 @@ class ScratchGPTTrainingArguments(HfTrainingArguments):
     def process_index_from_env() -> int:
         """This process's rank as the launchers export it (before any process group exists)."""
         return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+@dataclass
+class ScratchGPTTrainingArguments(PrecisionArguments, HfTrainingArguments):
+    """``TrainingArguments`` with ``--precision`` decided from the hardware (see `PrecisionArguments`)."""
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
@@ -186,6 +193,7 @@ class SampleGenerationCallback(TrainerCallback):
 
 
 __all__ = [
+    "PrecisionArguments",
     "SampleGenerationCallback",
     "ScratchGPTTrainer",
     "ScratchGPTTrainingArguments",
