@@ -25,7 +25,6 @@ from .data import (
     hub_is_reachable,
     load_default_dataset,
     load_text_dataset,
-    packing_stats,
     split_train_validation,
     tokenize_and_pack,
 )
@@ -228,7 +227,6 @@ def run_pretraining(
         num_proc = data_args.preprocessing_num_workers
         train_blocks = tokenize_and_pack(splits["train"], tokenizer, block_size, num_proc=num_proc)
         eval_blocks = tokenize_and_pack(splits["validation"], tokenizer, block_size, num_proc=num_proc)
-        eval_stats = packing_stats(splits["validation"], tokenizer, block_size, num_proc=num_proc)
         if data_args.max_eval_blocks and len(eval_blocks) > data_args.max_eval_blocks:
             stride = len(eval_blocks) / data_args.max_eval_blocks
             eval_blocks = eval_blocks.select([int(i * stride) for i in range(data_args.max_eval_blocks)])
@@ -246,7 +244,6 @@ def run_pretraining(
             SampleGenerationCallback(tokenizer, data_args.sample_prompts, data_args.sample_max_new_tokens)
         ],
     )
-    trainer.eval_tokens_per_byte = eval_stats.n_tokens_packed / eval_stats.n_bytes_packed
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = {**train_result.metrics, **trainer.evaluate()}
     trainer.save_model()  # model + tokenizer (the processing class), loadable with Auto* classes

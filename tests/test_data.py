@@ -17,24 +17,26 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from datasets import Dataset, IterableDataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from hf_scratchgpt import data as data_module
+from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.data import (
     SUPPORTED_EXTENSIONS,
     DataError,
-    bits_per_byte,
-    count_utf8_bytes,
     default_corpus_texts,
     hub_is_reachable,
     load_default_dataset,
     load_text_dataset,
-    packing_stats,
+    score_blocks,
     split_train_validation,
+    token_byte_lengths,
     tokenize_and_pack,
 )
+from hf_scratchgpt.data import packing as packing_module
+from hf_scratchgpt.data import sources as data_module
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EOS = "<|endoftext|>"
@@ -509,13 +511,13 @@ def test_packing_boundaries_are_exact(tmp_path: Path, word_tokenizer) -> None:
 
 def test_packing_carries_across_map_batches(tmp_path: Path, word_tokenizer, monkeypatch) -> None:
     # One document per batch: the unfinished block must carry over, not be dropped per batch.
-    monkeypatch.setattr(data_module, "_MAP_BATCH_SIZE", 1)
+    monkeypatch.setattr(packing_module, "_MAP_BATCH_SIZE", 1)
     packed = tokenize_and_pack(Dataset.from_dict({"text": DOCS}), word_tokenizer, 5, cache_dir=tmp_path)
     assert blocks_of(packed) == EXPECTED_BLOCKS_5
 
 
 def test_packing_streaming_matches_map_style(word_tokenizer, monkeypatch) -> None:
-    monkeypatch.setattr(data_module, "_MAP_BATCH_SIZE", 2)
+    monkeypatch.setattr(packing_module, "_MAP_BATCH_SIZE", 2)
     stream = IterableDataset.from_generator(lambda: ({"text": t} for t in DOCS))
     packed = tokenize_and_pack(stream, word_tokenizer, 5)
     assert isinstance(packed, IterableDataset)
@@ -618,37 +620,42 @@ def test_tokenizer_without_eos_and_bad_inputs(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_bits_per_byte_numbers() -> None:
-    assert bits_per_byte(math.log(2), 100, 100) == pytest.approx(1.0)
-    assert bits_per_byte(2.0, 100, 400) == pytest.approx(2.0 * 100 / (math.log(2) * 400))
-    assert bits_per_byte(2.0, 100, 400) == pytest.approx(0.7213475204444817)
-    with pytest.raises(DataError):
-        bits_per_byte(1.0, 10, 0)
+def test_token_byte_lengths_count_bytes_and_skip_special_tokens() -> None:
+    tok = ScratchGPTTokenizer.train(["héllo wörld, café €uro"] * 30, vocab_size=300)
+    lengths = token_byte_lengths(tok)
+    assert all(lengths[i] == 0 for i in tok.all_special_ids)
+    text = "héllo café €"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert int(lengths[ids].sum()) == len(text.encode("utf-8"))
+    # A token holding part of a multi-byte character still counts its own bytes.
+    assert int(lengths[tok.convert_tokens_to_ids("Ã")]) == 1
 
 
-def test_count_utf8_bytes_respects_row_selection() -> None:
-    dataset = Dataset.from_dict({"text": ["héllo", "€", "abc"]})  # 6 + 3 + 3 bytes
-    assert count_utf8_bytes(dataset) == 12
-    assert count_utf8_bytes(dataset.select([0, 1])) == 9
-    stream = IterableDataset.from_generator(lambda: ({"text": t} for t in ["héllo", "€"]))
-    assert count_utf8_bytes(stream) == 9
-
-
-def test_packing_stats_count_the_text_inside_the_blocks(tmp_path: Path, bpe_tokenizer) -> None:
-    docs = ["The cat sat on the mat.", "A dog ran.", "Once upon a time there was a fox in the park."]
-    dataset = Dataset.from_dict({"text": docs})
-    packed = tokenize_and_pack(dataset, bpe_tokenizer, 7, cache_dir=tmp_path)
-    stats = packing_stats(dataset, bpe_tokenizer, 7, cache_dir=tmp_path)
-    n_tokens = sum(len(bpe_tokenizer(d, add_special_tokens=False)["input_ids"]) + 1 for d in docs)
-    assert stats.n_documents == 3
-    assert stats.n_bytes == sum(len(d.encode()) for d in docs)
-    assert stats.n_tokens == n_tokens
-    assert stats.n_blocks == len(packed) == n_tokens // 7
-    assert stats.n_tokens_packed == 7 * len(packed)
-    # Byte-level BPE on ASCII: every byte belongs to exactly one token, so the bytes inside the
-    # blocks are the decoded blocks' bytes.
-    inside = sum(len(bpe_tokenizer.decode(b, skip_special_tokens=True).encode()) for b in blocks_of(packed))
-    assert stats.n_bytes_packed == inside < stats.n_bytes
+def test_score_blocks_bits_per_byte_is_loss_over_the_scored_bytes() -> None:
+    tok = ScratchGPTTokenizer.train(["The cat sat on the mat. A dog ran."] * 30, vocab_size=300)
+    torch.manual_seed(0)
+    config = ScratchGPTConfig.from_preset(
+        "tiny", vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16,
+    )  # fmt: skip
+    model = ScratchGPTForCausalLM(config)
+    eos = tok.eos_token_id
+    stream = [*tok("The cat sat.")["input_ids"], eos, *tok("A dog ran on the mat.")["input_ids"], eos]
+    blocks = Dataset.from_dict({"input_ids": [stream[:8], stream[8:16]]})
+    result = score_blocks(model, blocks, token_byte_lengths(tok), batch_size=1)
+    # By hand: every target except EOS, its loss and its bytes.
+    nats, n_bytes, n_tokens = 0.0, 0, 0
+    for block in blocks["input_ids"]:
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(torch.tensor([block])).logits[0, :-1].float(), -1)
+        for position, target in enumerate(block[1:]):
+            if target != eos:
+                nats -= float(log_probs[position, target])
+                n_bytes += len(tok.decode([target]).encode())
+                n_tokens += 1
+    assert result["tokens"] == n_tokens and result["bytes"] == n_bytes
+    assert result["loss"] == pytest.approx(nats / n_tokens, rel=1e-5)
+    assert result["bits_per_byte"] == pytest.approx(nats / (math.log(2) * n_bytes), rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------------
@@ -681,6 +688,5 @@ def test_the_verdict_end_to_end(tmp_path: Path, bpe_tokenizer) -> None:
         encoding="utf-8-sig"
     )
     packed = tokenize_and_pack(splits["validation"], bpe_tokenizer, 64, cache_dir=tmp_path)
-    stats = packing_stats(splits["validation"], bpe_tokenizer, 64, cache_dir=tmp_path)
-    assert len(packed) == stats.n_blocks > 0
-    assert 0 < stats.n_bytes_packed <= stats.n_bytes == len(splits["validation"][0]["text"].encode())
+    n_tokens = len(bpe_tokenizer(splits["validation"][0]["text"], add_special_tokens=False)["input_ids"]) + 1
+    assert len(packed) == n_tokens // 64 > 0

@@ -129,7 +129,6 @@ def test_short_run_lowers_validation_loss_and_saves_a_loadable_model(corpus_file
         torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-4
     )
     # Byte-level tokens: one token per byte, plus an end-of-text token per line.
-    assert 1.0 <= metrics["eval_bits_per_byte"] * 0.6931 / metrics["eval_loss"] <= 1.05
     assert json.loads((out / "metrics.json").read_text())["eval_loss"] == metrics["eval_loss"]
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples][:3] == [0, 30, 60]

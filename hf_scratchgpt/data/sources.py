@@ -1,68 +1,30 @@
-"""The data half of the pretraining pipeline: text in, fixed-length blocks of token ids out.
+"""Where text comes from: local files, folders, Hub datasets, a saved dataset folder, and the train/validation split.
 
-    load_text_dataset  ->  split_train_validation  ->  tokenize_and_pack  ->  Trainer
-
-Every step takes and returns a `datasets` object, so a stage can be cached, inspected or swapped
-for the user's own. `datasets` does the loading, mapping and caching; this module only adds what
-it lacks for language-model pretraining:
-
-* one entry point for every place text lives (a Hub id, a local file, a folder, a list of files)
-  that always returns a dataset with exactly one column, ``text``;
-* errors that say what is wrong and how to fix it (`DataError`), instead of a stack trace from
-  deep inside pyarrow or pandas;
-* a cheap offline check (`hub_is_reachable`) so a machine without the internet does not sit
-  through `datasets`' retry loop (~24 s per call) before falling back;
-* a default corpus that ships with CPython, so the whole pipeline runs with no download at all;
-* nanoGPT-style packing: documents are joined with an end-of-text token and cut into blocks
-  of exactly ``block_size`` tokens, cached on disk so a second run does not re-tokenize;
-* the numbers needed to report bits per byte, a tokenizer-independent loss.
-
-Example::
-
-    ds = load_text_dataset("../shared/data/pretrain/tinyshakespeare.txt")
-    splits = split_train_validation(ds, 0.1, mode="tail")
-    train = tokenize_and_pack(splits["train"], tokenizer, block_size=256)
+One entry point, `load_text_dataset`, for every place text lives (a Hub id, a local file, a folder, a list
+of files) that always returns a dataset with exactly one column, ``text``; errors that say what is wrong and
+how to fix it (`DataError`) instead of a stack trace from deep inside pyarrow or pandas; and a cheap offline
+check (`hub_is_reachable`) so a machine without the internet does not sit through `datasets`' retry loop
+(~24 s per call) before falling back.
 """
 
 from __future__ import annotations
 
-import ast
 import codecs
 import hashlib
 import json
 import math
 import os
-import sysconfig
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import datasets
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, IterableDataset, Value
-
-__all__ = [
-    "SUPPORTED_EXTENSIONS",
-    "DataError",
-    "PackingStats",
-    "bits_per_byte",
-    "count_utf8_bytes",
-    "default_corpus_texts",
-    "hub_is_reachable",
-    "load_default_dataset",
-    "load_text_dataset",
-    "packing_stats",
-    "split_train_validation",
-    "tokenize_and_pack",
-]
 
 TxtMode = Literal["document", "line", "separator"]
 AnyDataset = Dataset | IterableDataset
@@ -92,7 +54,6 @@ _READ_CHUNK_CHARS = 1 << 22
 # Bytes read per step when checking a .txt file for invalid UTF-8.
 _SCAN_CHUNK_BYTES = 1 << 24
 _TRUE_VALUES = {"1", "true", "yes", "on"}
-_INPUT_IDS_FEATURES = Features({"input_ids": datasets.List(Value("int32"))})
 _TEXT_FEATURES = Features({"text": Value("string")})
 
 
@@ -158,58 +119,6 @@ def hub_is_reachable(timeout: float = 2.0) -> bool:
     if endpoint not in _REACHABLE:
         _REACHABLE[endpoint] = _probe(endpoint, timeout)
     return _REACHABLE[endpoint]
-
-
-# --------------------------------------------------------------------------------------------
-# Embedded default corpus
-# --------------------------------------------------------------------------------------------
-
-
-def _stdlib_docstrings() -> list[str]:
-    """One document per standard-library source file: its long docstrings, in source order.
-
-    Read with `ast` (nothing is imported or executed). Tests, idlelib and third-party packages are
-    skipped; docstrings under 200 characters are mostly signatures and are dropped too.
-    """
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    documents = []
-    for path in sorted([*stdlib.glob("*.py"), *stdlib.glob("*/*.py")]):
-        if {"test", "tests", "idlelib", "site-packages"} & set(path.relative_to(stdlib).parts):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, OSError):
-            continue
-        kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-        docstrings = [ast.get_docstring(node) for node in ast.walk(tree) if isinstance(node, kinds)]
-        long_ones = [doc for doc in docstrings if doc and len(doc) >= 200]
-        if long_ones:
-            documents.append("\n\n".join(long_ones))
-    return documents
-
-
-def default_corpus_texts() -> list[str]:
-    """English text that ships with CPython, for running the pipeline with no download at all.
-
-    First the ``help()`` topics (``pydoc_data.topics``: the Language Reference, one document per
-    topic, sorted by name), then the long docstrings of the standard library (one document per
-    source file, sorted by path). On CPython 3.11 that is 79 + 305 = 384 documents and 1.6 million
-    characters: enough for a small model to learn English words and Python prose in minutes.
-    """
-    try:
-        from pydoc_data.topics import topics
-    except ImportError as err:  # some Linux distributions package pydoc_data separately
-        raise DataError(
-            "The default corpus needs CPython's `pydoc_data` module, which this Python lacks "
-            "(on Debian/Ubuntu it is in the libpython3.x-stdlib package). Pass a text file or "
-            "a dataset id to load_text_dataset instead."
-        ) from err
-    return [topics[name] for name in sorted(topics)] + _stdlib_docstrings()
-
-
-def load_default_dataset() -> Dataset:
-    """The default corpus (`default_corpus_texts`) as a `Dataset` with one column, ``text``."""
-    return Dataset.from_dict({"text": default_corpus_texts()}, features=_TEXT_FEATURES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,311 +554,3 @@ def split_train_validation(
             "one side would be empty. Change the fraction or load more documents."
         )
     return DatasetDict(train=dataset.select(range(cut)), validation=dataset.select(range(cut, n_rows)))
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenize and pack
-# --------------------------------------------------------------------------------------------
-#
-# Layout, as nanoGPT's prepare.py: every document's tokens are followed by one end-of-text
-# token, all documents are joined into one stream, and the stream is cut into consecutive
-# blocks of block_size tokens. The last, partial block is dropped. A block starts wherever the
-# cut falls (usually mid-document, never with a forced EOS); the model learns document starts
-# from the EOS that precedes each one. No `labels` column: the causal-LM collator copies
-# input_ids and the model shifts them.
-
-
-def _tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of everything that decides the token ids: the whole pipeline, vocabulary and EOS."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        # tokenizers' JSON covers normalizer, pre-tokenizer, model (vocab + merges), specials.
-        content = backend.to_str()
-    else:
-        content = json.dumps(sorted(tokenizer.get_vocab().items()))
-    return _sha256(type(tokenizer).__name__, content, tokenizer.eos_token_id)
-
-
-def _tokenize_batch(batch: dict[str, list], tokenizer: Any, eos_token_id: int | None) -> dict[str, list]:
-    # add_special_tokens=False: packing decides where EOS goes, not the tokenizer's template
-    # (which may add a BOS per document). verbose=False: documents longer than the model's
-    # context are expected here, they are cut into blocks later.
-    ids = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False, verbose=False)[
-        "input_ids"
-    ]
-    if eos_token_id is not None:
-        ids = [doc + [eos_token_id] for doc in ids]
-    return {"input_ids": ids}
-
-
-class _BlockPacker:
-    """Batched map function that carries the unfinished block of one batch into the next.
-
-    The carry makes the packing global (exactly one remainder is dropped, at the very end),
-    rather than dropping a remainder per batch as the transformers run_clm example does. It is
-    only correct when batches arrive in order, in one process: the packing map never uses
-    num_proc (tokenizing, the expensive part, does).
-    """
-
-    def __init__(self, block_size: int) -> None:
-        self.block_size = block_size
-        self.carry = np.empty(0, dtype=np.int64)
-
-    def __call__(self, batch: pa.Table) -> dict[str, list]:
-        flat = pc.list_flatten(batch.column("input_ids")).to_numpy(zero_copy_only=False)
-        stream = np.concatenate([self.carry, flat])
-        n_full = len(stream) // self.block_size * self.block_size
-        self.carry = stream[n_full:]
-        return {"input_ids": list(stream[:n_full].reshape(-1, self.block_size))}
-
-
-def _iter_blocks(tokenized: IterableDataset, block_size: int) -> Iterator[dict[str, list[int]]]:
-    """Streaming packing: the same layout as _BlockPacker, generated on the fly."""
-    carry: list[int] = []
-    n_blocks = n_tokens = 0
-    for batch in tokenized.iter(batch_size=_MAP_BATCH_SIZE):
-        for ids in batch["input_ids"]:
-            carry.extend(ids)
-            n_tokens += len(ids)
-        n_full = len(carry) // block_size * block_size
-        for start in range(0, n_full, block_size):
-            yield {"input_ids": carry[start : start + block_size]}
-            n_blocks += 1
-        del carry[:n_full]
-    if n_blocks == 0:
-        raise _too_short(n_tokens, block_size)
-
-
-def _too_short(n_tokens: int, block_size: int) -> DataError:
-    return DataError(
-        f"The corpus has {n_tokens} tokens, but one block needs block_size={block_size} tokens. "
-        f"Use a smaller block_size (at most {n_tokens}) or more text."
-    )
-
-
-def _check_tokenizer(tokenizer: Any, add_eos: bool) -> int | None:
-    if not add_eos:
-        return None
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        raise DataError(
-            f"The tokenizer ({type(tokenizer).__name__}) has no eos_token, which separates the "
-            "packed documents. Set one (e.g. tokenizer.eos_token = '<|endoftext|>') or pass "
-            "add_eos=False."
-        )
-    return int(eos)
-
-
-def _check_block_size(block_size: int) -> None:
-    if not isinstance(block_size, int) or block_size < 1:
-        raise DataError(f"block_size must be a positive integer, got {block_size!r}.")
-
-
-def _check_text_column(dataset: AnyDataset) -> None:
-    columns = dataset.column_names
-    if columns is not None and "text" not in columns:
-        raise DataError(
-            f"The dataset has no 'text' column; its columns are {columns}. "
-            "Load it with load_text_dataset(..., text_column=...) or rename the column."
-        )
-
-
-def _resolve_cache_dir(dataset: Dataset, cache_dir: str | os.PathLike | None) -> Path | None:
-    if not datasets.is_caching_enabled():
-        return None
-    if cache_dir is not None:
-        return Path(cache_dir)
-    if dataset.cache_files:  # file-backed: keep our files next to datasets' own
-        return Path(dataset.cache_files[0]["filename"]).parent
-    # In memory (e.g. the default corpus): datasets would not cache it at all; we do.
-    return Path(datasets.config.HF_DATASETS_CACHE) / "hf_scratchgpt"
-
-
-def _tokenize(
-    dataset: Dataset,
-    tokenizer: Any,
-    *,
-    add_eos: bool,
-    num_proc: int | None,
-    cache_dir: str | os.PathLike | None,
-) -> Dataset:
-    """One row of token ids (+ EOS) per document, cached under a key of (data, tokenizer)."""
-    eos_token_id = _check_tokenizer(tokenizer, add_eos)
-    _check_text_column(dataset)
-    # The dataset fingerprint is datasets' own content key: a hash of the source files (with
-    # their modification times) and every transform since, or of the table for in-memory data.
-    key = _sha256(_CACHE_VERSION, dataset._fingerprint, _tokenizer_fingerprint(tokenizer), eos_token_id)
-    directory = _resolve_cache_dir(dataset, cache_dir)
-    return dataset.map(
-        _tokenize_batch,
-        batched=True,
-        batch_size=_MAP_BATCH_SIZE,
-        remove_columns=dataset.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "eos_token_id": eos_token_id},
-        features=_INPUT_IDS_FEATURES,
-        num_proc=num_proc if num_proc and num_proc > 1 else None,
-        cache_file_name=str(directory / f"tokenized-{key}.arrow") if directory else None,
-        # An explicit fingerprint: datasets need not hash the tokenizer, and the key is stable.
-        new_fingerprint=key,
-        desc="Tokenizing",
-    )
-
-
-def _count_tokens(tokenized: Dataset) -> int:
-    total = 0
-    for batch in tokenized.with_format("arrow").iter(batch_size=10_000):
-        total += pc.sum(pc.list_value_length(batch.column("input_ids"))).as_py() or 0
-    return total
-
-
-def tokenize_and_pack(
-    dataset: Dataset | IterableDataset,
-    tokenizer: Any,
-    block_size: int,
-    *,
-    num_proc: int | None = None,
-    add_eos: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-) -> Dataset | IterableDataset:
-    """Tokenize every document and pack the token stream into blocks of ``block_size`` ids.
-
-    Each document's tokens are followed by ``tokenizer.eos_token_id`` (if ``add_eos``), the
-    documents are concatenated in order, and the stream is cut into consecutive blocks; the
-    final partial block is dropped. The result has one column, ``input_ids``, every row exactly
-    ``block_size`` ints (no ``labels``: the causal-LM collator and model shift for themselves).
-
-    Works with any `transformers` tokenizer. For a `Dataset`, tokenizing is a batched
-    `datasets.map` (``num_proc`` workers when > 1) and both steps are cached as Arrow files
-    whose names hash (dataset fingerprint, tokenizer, EOS) and then block_size, under
-    ``cache_dir`` (default: next to the dataset's own cache files, or
-    ``$HF_DATASETS_CACHE/hf_scratchgpt`` for an in-memory dataset). A second call with the same
-    inputs loads them instead of re-tokenizing, and a new block_size reuses the tokens.
-    For an `IterableDataset`, blocks are produced lazily while iterating; nothing is cached.
-
-    Raises:
-        DataError: the tokenizer has no EOS (with ``add_eos``), the dataset has no ``text``
-            column, or the corpus has fewer tokens than one block.
-    """
-    _check_block_size(block_size)
-    if isinstance(dataset, IterableDataset):
-        eos_token_id = _check_tokenizer(tokenizer, add_eos)
-        _check_text_column(dataset)
-        tokenized = dataset.map(
-            _tokenize_batch,
-            batched=True,
-            batch_size=_MAP_BATCH_SIZE,
-            remove_columns=dataset.column_names or ["text"],
-            fn_kwargs={"tokenizer": tokenizer, "eos_token_id": eos_token_id},
-        )
-        # A generator (not a stateful map) so each pass over the data starts with no carry.
-        return IterableDataset.from_generator(
-            _iter_blocks,
-            features=_INPUT_IDS_FEATURES,
-            gen_kwargs={"tokenized": tokenized, "block_size": block_size},
-        )
-
-    tokenized = _tokenize(dataset, tokenizer, add_eos=add_eos, num_proc=num_proc, cache_dir=cache_dir)
-    n_tokens = _count_tokens(tokenized)
-    if n_tokens < block_size:
-        raise _too_short(n_tokens, block_size)
-    key = _sha256(tokenized._fingerprint, block_size)
-    directory = _resolve_cache_dir(tokenized, cache_dir)
-    packed = tokenized.with_format("arrow").map(
-        _BlockPacker(block_size),
-        batched=True,
-        batch_size=_MAP_BATCH_SIZE,
-        features=_INPUT_IDS_FEATURES,
-        cache_file_name=str(directory / f"packed-{key}-block{block_size}.arrow") if directory else None,
-        new_fingerprint=key,
-        desc=f"Packing into blocks of {block_size}",
-    )
-    return packed.with_format(None)
-
-
-# --------------------------------------------------------------------------------------------
-# Bits per byte
-# --------------------------------------------------------------------------------------------
-
-
-def count_utf8_bytes(dataset: Dataset | IterableDataset, text_column: str = "text") -> int:
-    """Total UTF-8 bytes of ``text_column`` over all rows (computed by Arrow, no decoding)."""
-    total = 0
-    for batch in dataset.select_columns([text_column]).with_format("arrow").iter(batch_size=10_000):
-        total += pc.sum(pc.binary_length(batch.column(text_column))).as_py() or 0
-    return total
-
-
-@dataclass(frozen=True)
-class PackingStats:
-    """What `tokenize_and_pack` made of a text dataset, for bits-per-byte and reports.
-
-    ``n_bytes_packed`` is the UTF-8 size of the text inside the blocks: all the text minus what
-    the dropped final tokens decode to (exact for byte-level BPE up to a character split by
-    the cut). EOS tokens count as tokens and as zero bytes.
-    """
-
-    n_documents: int
-    n_bytes: int
-    n_tokens: int
-    n_blocks: int
-    n_tokens_packed: int
-    n_bytes_packed: int
-
-
-def packing_stats(
-    dataset: Dataset,
-    tokenizer: Any,
-    block_size: int,
-    *,
-    add_eos: bool = True,
-    num_proc: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> PackingStats:
-    """Sizes of ``dataset`` before and after packing; reuses `tokenize_and_pack`'s token cache.
-
-    For validation bits per byte::
-
-        stats = packing_stats(splits["validation"], tokenizer, block_size)
-        bpb = bits_per_byte(mean_eval_loss, stats.n_tokens_packed, stats.n_bytes_packed)
-    """
-    _check_block_size(block_size)
-    if isinstance(dataset, IterableDataset):
-        raise DataError("packing_stats needs a finite Dataset (streaming=False) to count it.")
-    tokenized = _tokenize(dataset, tokenizer, add_eos=add_eos, num_proc=num_proc, cache_dir=cache_dir)
-    n_tokens = _count_tokens(tokenized)
-    n_blocks = n_tokens // block_size
-    n_bytes = count_utf8_bytes(dataset)
-
-    # The dropped remainder is the last (n_tokens % block_size) tokens of the stream: fewer
-    # than one block, so gathering them walks back over only a few documents.
-    n_dropped = n_tokens - n_blocks * block_size
-    tail: list[int] = []
-    row = len(tokenized) - 1
-    while len(tail) < n_dropped:
-        tail = tokenized[row]["input_ids"] + tail
-        row -= 1
-    dropped_text = tokenizer.decode(
-        tail[len(tail) - n_dropped :], skip_special_tokens=True, clean_up_tokenization_spaces=False
-    )
-    return PackingStats(
-        n_documents=len(dataset),
-        n_bytes=n_bytes,
-        n_tokens=n_tokens,
-        n_blocks=n_blocks,
-        n_tokens_packed=n_blocks * block_size,
-        n_bytes_packed=n_bytes - len(dropped_text.encode("utf-8")),
-    )
-
-
-def bits_per_byte(mean_loss_nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
-    """Convert a mean cross-entropy (nats per token) to bits per UTF-8 byte of text.
-
-    ``loss * n_tokens`` is the total nats the model paid for the text; dividing by ``ln 2``
-    gives bits and by ``n_bytes`` makes it per byte, which compares models with different
-    tokenizers. Pass the tokens and bytes of the same text (see `packing_stats`).
-    """
-    if n_bytes <= 0:
-        raise DataError(f"n_bytes must be positive, got {n_bytes}.")
-    if n_tokens < 0:
-        raise DataError(f"n_tokens must be non-negative, got {n_tokens}.")
-    return mean_loss_nats_per_token * n_tokens / (math.log(2) * n_bytes)
