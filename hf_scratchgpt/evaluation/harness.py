@@ -1,0 +1,281 @@
+"""Zero/few-shot evaluation with lm-evaluation-harness, on local task files as well as its Hub tasks.
+
+A task is named in one of four ways (see `resolve_tasks`):
+
+* a bundled task, ``hellaswag_local``, ``arc_easy_local``, ``arc_challenge_local``, ``boolq_local``,
+  ``winogrande_local``, whose file is found in ``data_dir`` under its usual name (`BUNDLED_TASKS`);
+* ``NAME=FILE``: a bundled task, or ``multiple_choice`` / ``lambada``, or any new name, read from FILE;
+* a path to a JSON/JSON-lines file, whose schema is recognised from its first record
+  (``{query, choices, gold}``, ``{context, continuation}``, Winogrande's or HellaSwag's);
+* anything else is one of lm-eval's own tasks (``arc_easy``, ``lambada_openai``, ...), which need the Hub.
+
+The task YAMLs in ``tasks/`` are templates without a data file: for each run a two-line YAML that
+includes the template and names the file is written to a temporary folder and handed to lm-eval's
+``TaskManager(include_path=...)``, so the harness does all the prompting, scoring and aggregation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+
+# Bundled task name -> (template in TASKS_DIR, the file's name in a data folder such as ../shared/data/eval).
+BUNDLED_TASKS: dict[str, tuple[str, str]] = {
+    "hellaswag_local": ("hellaswag.yaml", "hellaswag_1k.jsonl"),
+    "arc_easy_local": ("arc.yaml", "arc_easy.jsonl"),
+    "arc_challenge_local": ("arc.yaml", "arc_challenge.jsonl"),
+    "boolq_local": ("boolq.yaml", "boolq.jsonl"),
+    "winogrande_local": ("winogrande.yaml", "winogrande.jsonl"),
+}
+GENERIC_TEMPLATES = {"multiple_choice": "multiple_choice.yaml", "lambada": "lambada.yaml"}
+
+# Fields of a file's first record -> the template that reads that schema (first match wins).
+SCHEMAS: list[tuple[frozenset[str], str]] = [
+    (frozenset({"context_options", "continuation", "gold"}), "winogrande.yaml"),
+    (frozenset({"ctx_a", "ctx_b", "activity_label", "endings", "label"}), "hellaswag.yaml"),
+    (frozenset({"query", "choices", "gold"}), "multiple_choice.yaml"),
+    (frozenset({"context", "continuation"}), "lambada.yaml"),
+]
+DATA_SUFFIXES = (".json", ".jsonl")
+
+
+class TaskError(ValueError):
+    """A task name, file or schema the harness cannot use; the message says what to pass instead."""
+
+
+@dataclass(frozen=True)
+class LocalTask:
+    """An lm-eval task over a local file: its name in the results, its YAML template and its data."""
+
+    name: str
+    template: str
+    data_file: Path
+
+
+def first_record(path: Path) -> dict[str, Any]:
+    """The first record of a JSON-lines file or of a JSON file holding a list of records."""
+    with path.open(encoding="utf-8") as handle:
+        if path.suffix == ".jsonl":
+            line = next((line for line in handle if line.strip()), None)
+            record = json.loads(line) if line else None
+        else:
+            records = json.load(handle)
+            record = records[0] if isinstance(records, list) and records else None
+    if not isinstance(record, dict):
+        raise TaskError(f"{path}: expected JSON records (one object per line in a .jsonl file).")
+    return record
+
+
+def detect_template(path: Path) -> str:
+    """The task template whose schema the file's first record has."""
+    fields = set(first_record(path))
+    for required, template in SCHEMAS:
+        if required <= fields:
+            return template
+    known = "; ".join("{" + ", ".join(sorted(required)) + "}" for required, _ in SCHEMAS)
+    raise TaskError(f"{path}: fields {sorted(fields)} match no known schema. Use one of: {known}.")
+
+
+def _file_task_name(path: Path) -> str:
+    return re.sub(r"\W+", "_", path.stem).strip("_").lower() + "_file"
+
+
+def _existing_file(path: str | Path, task: str) -> Path:
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise TaskError(f"task {task!r}: data file {file} does not exist.")
+    return file
+
+
+def resolve_tasks(specs: list[str], data_dir: str | Path | None = None) -> tuple[list[LocalTask], list[str]]:
+    """Split task specs (see the module docstring) into local tasks and lm-eval's own task names."""
+    local: list[LocalTask] = []
+    standard: list[str] = []
+    for spec in (spec.strip() for spec in specs):
+        if not spec:
+            continue
+        if "=" in spec:
+            name, path = (part.strip() for part in spec.split("=", 1))
+            file = _existing_file(path, name)
+            if name in BUNDLED_TASKS:
+                template = BUNDLED_TASKS[name][0]
+            elif name in GENERIC_TEMPLATES:
+                template, name = GENERIC_TEMPLATES[name], _file_task_name(file)
+            else:
+                template = detect_template(file)
+            local.append(LocalTask(name, template, file))
+        elif spec in BUNDLED_TASKS:
+            template, file_name = BUNDLED_TASKS[spec]
+            if data_dir is None:
+                raise TaskError(
+                    f"task {spec!r} reads a local file: pass --data_dir DIR holding {file_name} "
+                    f"(e.g. ../shared/data/eval) or give the file as {spec}=PATH."
+                )
+            local.append(LocalTask(spec, template, _existing_file(Path(data_dir) / file_name, spec)))
+        elif spec.endswith(DATA_SUFFIXES) or Path(spec).expanduser().is_file():
+            file = _existing_file(spec, spec)
+            local.append(LocalTask(_file_task_name(file), detect_template(file), file))
+        else:
+            standard.append(spec)
+    names = [task.name for task in local] + standard
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise TaskError(f"task name(s) {duplicates} given twice: rename one with NAME=FILE.")
+    return local, standard
+
+
+def write_task_yamls(tasks: list[LocalTask], directory: str | Path) -> None:
+    """Write one YAML per task that includes its template and points lm-eval's json loader at its file."""
+    for task in tasks:
+        config = {
+            "include": str(TASKS_DIR / task.template),
+            "task": task.name,
+            "dataset_kwargs": {"data_files": {"test": str(task.data_file)}},
+        }
+        (Path(directory) / f"{task.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate_tasks(
+    model: Any,
+    tasks: list[str],
+    *,
+    tokenizer: Any = None,
+    data_dir: str | Path | None = None,
+    num_fewshot: int | None = None,
+    limit: int | float | None = None,
+    batch_size: int | str = 1,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+    seed: int = 1234,
+) -> dict[str, Any]:
+    """Run lm-eval's ``simple_evaluate`` and return its result dict, per-sample records included.
+
+    Args:
+        model: a model folder or Hub id, a loaded ``PreTrainedModel`` (then pass ``tokenizer``), or
+            any ``lm_eval.api.model.LM``.
+        tasks: task specs, see the module docstring.
+        data_dir: the folder bundled tasks find their files in.
+        max_length: context length for the harness (default: the model's ``max_position_embeddings``);
+            longer requests are truncated from the left, as lm-eval always does.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.api.model import LM
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    local, standard = resolve_tasks(tasks, data_dir)
+    if not local and not standard:
+        raise TaskError("no task given: pass --tasks with at least one task.")
+    if not isinstance(model, LM):
+        model = HFLM(
+            pretrained=model,
+            tokenizer=tokenizer,
+            device=device or default_device(),
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+            max_length=max_length,
+        )
+    with tempfile.TemporaryDirectory(prefix="scratchgpt-tasks-") as include_path:
+        write_task_yamls(local, include_path)
+        # Indexing lm-eval's thousands of built-in YAMLs takes seconds: only when one is asked for.
+        manager = TaskManager(include_path=include_path, include_defaults=bool(standard))
+        return simple_evaluate(
+            model=model,
+            tasks=[task.name for task in local] + standard,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=True,
+            bootstrap_iters=1000,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+
+
+def random_baselines(results: dict[str, Any]) -> dict[str, float | None]:
+    """Accuracy of guessing uniformly at random, per task: the mean of 1/(number of choices) over the
+    scored documents of a multiple-choice task; None for other kinds of task."""
+    baselines: dict[str, float | None] = {}
+    for task, samples in results.get("samples", {}).items():
+        output_type = results["configs"][task].get("output_type")
+        if output_type == "multiple_choice" and samples:
+            baselines[task] = sum(1 / len(sample["arguments"]) for sample in samples) / len(samples)
+        else:
+            baselines[task] = None
+    return baselines
+
+
+def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float, float | None]]:
+    """(task, metric, value, stderr) for every scalar metric in lm-eval's ``results`` section."""
+    rows = []
+    for task, metrics in results["results"].items():
+        for key, value in metrics.items():
+            metric, comma, filter_name = key.partition(",")
+            # Metric keys are "metric,filter"; "alias" and "sample_len" are bookkeeping.
+            if not comma or metric.endswith("_stderr") or not isinstance(value, (int, float)):
+                continue
+            stderr = metrics.get(f"{metric}_stderr,{filter_name}")
+            rows.append((task, metric, float(value), stderr if isinstance(stderr, (int, float)) else None))
+    return rows
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float | None]:
+    """``{"task/metric": value, "task/random_baseline": value}``: the flat view for metrics.json."""
+    flat: dict[str, float | None] = {}
+    for task, metric, value, _ in _metric_rows(results):
+        flat[f"{task}/{metric}"] = value
+    for task, baseline in random_baselines(results).items():
+        flat[f"{task}/random_baseline"] = baseline
+    return flat
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per task and metric, with the random-guess accuracy beside every accuracy."""
+    baselines = random_baselines(results)
+    n_shot = results.get("n-shot", {})
+    lines = [
+        "| task | n-shot | n | metric | value | ± stderr | random guess |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for task, metric, value, stderr in _metric_rows(results):
+        baseline = baselines.get(task) if metric.startswith("acc") else None
+        n = len(results.get("samples", {}).get(task, [])) or ""
+        lines.append(
+            f"| {task} | {n_shot.get(task, '')} | {n} | {metric} | {value:.4f} | "
+            f"{'' if stderr is None else f'{stderr:.4f}'} | {'' if baseline is None else f'{baseline:.4f}'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def save_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, float | None]:
+    """Write ``results.json`` (lm-eval's layout plus ``random_baseline``), ``samples_TASK.jsonl`` and
+    ``results.md``; return the flat metrics for the caller's metrics.json."""
+    from lm_eval.utils import handle_non_serializable
+
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    summary = {key: value for key, value in results.items() if key != "samples"}
+    summary["random_baseline"] = random_baselines(results)
+    (output / "results.json").write_text(json.dumps(summary, indent=2, default=handle_non_serializable))
+    for task, samples in results.get("samples", {}).items():
+        with (output / f"samples_{task}.jsonl").open("w", encoding="utf-8") as handle:
+            for sample in samples:
+                handle.write(json.dumps(sample, default=handle_non_serializable) + "\n")
+    (output / "results.md").write_text(markdown_table(results))
+    return flat_metrics(results)
