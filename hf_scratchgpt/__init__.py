@@ -1,7 +1,7 @@
 """hf_scratchgpt: a GPT written from scratch that is a native Hugging Face ``transformers`` model.
 
 Importing the package registers model type ``"scratchgpt"`` with ``AutoConfig``, every ``AutoModel*``
-class it has a head for and ``AutoTokenizer``, and marks the classes for remote code so that
+class it has a head for and ``AutoTokenizer`` (by class name), and marks the classes for remote code so that
 ``save_pretrained`` writes the code files next to the weights (loadable with ``trust_remote_code=True``
 where this package is not installed).
 """
@@ -13,8 +13,8 @@ from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    AutoTokenizer,
 )
+from transformers.models.auto.tokenization_auto import REGISTERED_TOKENIZER_CLASSES
 
 from .configuration_scratchgpt import PRESETS, ScratchGPTConfig
 from .conversion import convert_gpt2_to_scratchgpt, convert_scratchgpt_to_gpt2
@@ -46,7 +46,12 @@ def _register() -> None:
     for auto_class, model_class in _AUTO_CLASSES.items():
         auto_class.register(ScratchGPTConfig, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_class.__name__)
-    AutoTokenizer.register(ScratchGPTConfig, fast_tokenizer_class=ScratchGPTTokenizer, exist_ok=True)
+    # The tokenizer is registered by class name only (what tokenizer_config.json's "tokenizer_class" names),
+    # not for the config type: AutoTokenizer prefers a folder's remote code over a tokenizer registered for
+    # the config type even when the package is installed, but prefers a class found by name. So with the
+    # package imported, trust_remote_code=True runs none of the folder's .py files (models and configs
+    # already prefer installed classes).
+    REGISTERED_TOKENIZER_CLASSES[ScratchGPTTokenizer.__name__] = ScratchGPTTokenizer
     ScratchGPTTokenizer.register_for_auto_class("AutoTokenizer")
 
 

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 __all__ = ["ScratchGPTTokenizer"]
@@ -46,6 +50,15 @@ DEFAULT_MODEL_MAX_LENGTH = 1024
 
 # Number of byte tokens: byte-level BPE always starts from one token per byte value.
 NUM_BYTES = 256
+
+# BPE training time grows with the square of the longest pre-tokenized chunk (a 400k-character line
+# without spaces took 107 s). Training therefore cuts runs of non-space (or space) characters every
+# this many characters; words are far shorter, so only pathological text (base64, minified code, DNA)
+# is cut, and encoding is unchanged (the cut exists only in the training corpus).
+MAX_TRAINING_CHUNK = 256
+_LONG_RUN = re.compile(rf"\S{{{MAX_TRAINING_CHUNK}}}|\s{{{MAX_TRAINING_CHUNK}}}")
+# With show_progress, a line on stderr at most this often while the corpus is read.
+_PROGRESS_SECONDS = 10.0
 
 # ChatML. The assistant's text and its closing <|im_end|> are wrapped in {% generation %} so that
 # `apply_chat_template(..., return_assistant_tokens_mask=True)` (and TRL's `assistant_only_loss`) can tell
@@ -118,6 +131,58 @@ def _ordered_special_tokens(special_tokens: list[str] | None) -> list[str]:
         if token not in ordered:
             ordered.append(token)
     return ordered
+
+
+class _TrainingCorpus:
+    """The training texts as the BPE trainer sees them: checked, overlong runs cut, progress reported.
+
+    Counts documents and characters on the way, so ``train`` can refuse an empty corpus afterwards.
+    """
+
+    def __init__(self, texts: Iterable[str], show_progress: bool) -> None:
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(
+                "ScratchGPTTokenizer.train(texts=...) got a single string; a string is an iterable of "
+                "characters, so each character would be a document. Pass a list of strings: train([text])."
+            )
+        self.texts = texts
+        self.show_progress = show_progress
+        self.documents = 0
+        self.characters = 0
+
+    def __iter__(self) -> Iterator[str]:
+        started = last_report = time.monotonic()
+        for index, text in enumerate(self.texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"ScratchGPTTokenizer.train: document {index} is a {type(text).__name__}, not a string; "
+                    "pass an iterable of strings (e.g. (row['text'] for row in dataset))."
+                )
+            self.documents += 1
+            self.characters += len(text)
+            yield from _cut_long_runs(text)
+            if self.show_progress and time.monotonic() - last_report > _PROGRESS_SECONDS:
+                last_report = time.monotonic()
+                self._report(f"read {self.documents} documents", started)
+        if self.show_progress:
+            self._report(f"read all {self.documents} documents; learning merges", started)
+
+    def _report(self, what: str, started: float) -> None:
+        # stderr and flushed: the tokenizers progress bar draws nothing when stderr is not a terminal
+        # (a log file), and a long training must not look like a hang there.
+        seconds = time.monotonic() - started
+        print(f"Tokenizer training: {what} ({self.characters / 1e6:.1f}M characters, {seconds:.0f} s)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _cut_long_runs(text: str) -> Iterator[str]:
+    """``text`` in pieces that hold no run of (non-)space characters longer than MAX_TRAINING_CHUNK."""
+    start = 0
+    for match in _LONG_RUN.finditer(text):
+        yield text[start : match.end()]
+        start = match.end()
+    if start < len(text) or not text:
+        yield text[start:]
 
 
 class ScratchGPTTokenizer(TokenizersBackend):
@@ -208,6 +273,34 @@ class ScratchGPTTokenizer(TokenizersBackend):
             **kwargs,
         )
 
+    @classmethod
+    def _from_pretrained(
+        cls, resolved_vocab_files: dict[str, str | None], pretrained_model_name_or_path: Any, *args, **kwargs
+    ) -> ScratchGPTTokenizer:
+        """Refuse to load without a vocabulary, instead of building the 260-token byte-level one.
+
+        The base class calls the constructor with whatever files it found; with none, the constructor's
+        byte-level default would silently give different token ids than the model was trained with.
+        """
+        has_tokenizer_json = resolved_vocab_files.get("tokenizer_file") is not None
+        has_gpt2_files = all(resolved_vocab_files.get(name) is not None for name in cls.vocab_files_names)
+        if not (has_tokenizer_json or has_gpt2_files):
+            if resolved_vocab_files.get("tokenizer_config_file") is not None:
+                problem = (
+                    "it has tokenizer_config.json but no tokenizer.json (nor vocab.json + merges.txt): the "
+                    "vocabulary file is missing. Put tokenizer.json back (tokenizer.save_pretrained writes it)"
+                )
+            elif os.path.isdir(str(pretrained_model_name_or_path)):
+                problem = "the folder holds no tokenizer.json (nor vocab.json + merges.txt)"
+            else:
+                problem = "there is no such folder (and no Hub repo of that name could be reached)"
+            raise OSError(
+                f"Cannot load a ScratchGPTTokenizer from {str(pretrained_model_name_or_path)!r}: {problem}. "
+                "For a byte-level tokenizer (one token per byte, no merges), ask for it explicitly: "
+                "ScratchGPTTokenizer() in Python, or the name 'byte' for a script's --tokenizer_name_or_path."
+            )
+        return super()._from_pretrained(resolved_vocab_files, pretrained_model_name_or_path, *args, **kwargs)
+
     @staticmethod
     def _default_chat_template(vocab: dict[str, int] | None, kwargs: dict[str, Any]) -> str | None:
         """ChatML, but only when the role markers exist as tokens: otherwise they would be spelled in bytes."""
@@ -227,7 +320,7 @@ class ScratchGPTTokenizer(TokenizersBackend):
         vocab_size: int = DEFAULT_VOCAB_SIZE,
         special_tokens: list[str] | None = None,
         min_frequency: int = 2,
-        model_max_length: int = DEFAULT_MODEL_MAX_LENGTH,
+        model_max_length: int | None = None,
         show_progress: bool = False,
         **kwargs: Any,
     ) -> ScratchGPTTokenizer:
@@ -242,12 +335,21 @@ class ScratchGPTTokenizer(TokenizersBackend):
                 `<|endoftext|>`, `<|pad|>`, `<|im_start|>`, `<|im_end|>`. `<|endoftext|>` (id 0) and `<|pad|>`
                 (id 1) are always included; further tokens become `extra_special_tokens`.
             min_frequency: a pair must be seen at least this often to be merged.
-            model_max_length: stored in the tokenizer config.
-            show_progress: show the `tokenizers` progress bar.
+            model_max_length: the context of the model this tokenizer will serve, stored in the tokenizer
+                config. Default: none recorded (transformers' "no limit"), since a corpus does not say which
+                model it feeds; `hf_scratchgpt.alignment.align_model_and_tokenizer` sets the model's context
+                when the two are saved together.
+            show_progress: report progress: the `tokenizers` progress bar on a terminal, and a line on
+                stderr every few seconds while the corpus is read (also when stderr is a log file).
             kwargs: passed to the constructor (e.g. `padding_side`, `chat_template`).
 
+        Runs of more than `MAX_TRAINING_CHUNK` characters without a space are cut for training only, which
+        keeps training time linear in the corpus size; encoding is unaffected.
+
         Raises:
-            ValueError: if `vocab_size` is smaller than 256 + the number of special tokens.
+            TypeError: if `texts` is a single string or holds something that is not a string.
+            ValueError: if `vocab_size` is smaller than 256 + the number of special tokens, or the corpus
+                holds no text.
         """
         specials = _ordered_special_tokens(special_tokens)
         minimum = NUM_BYTES + len(specials)
@@ -265,15 +367,27 @@ class ScratchGPTTokenizer(TokenizersBackend):
             # Seed the vocabulary with all 256 bytes, not only those in the corpus: that is what makes
             # every string encodable, whatever the training data.
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=show_progress,
+            show_progress=show_progress and sys.stderr.isatty(),
         )
-        backend.train_from_iterator(texts, trainer=trainer)
+        corpus = _TrainingCorpus(texts, show_progress)
+        backend.train_from_iterator(corpus, trainer=trainer)
+        if corpus.characters == 0:
+            raise ValueError(
+                f"ScratchGPTTokenizer.train got an empty corpus ({corpus.documents} documents, no characters): "
+                "there is nothing to learn merges from. Check the data source; for a tokenizer with one token "
+                "per byte and no training, use ScratchGPTTokenizer()."
+            )
 
         # Rebuild through the constructor from vocab + merges, the same path `from_pretrained` takes.
         model = json.loads(backend.to_str())["model"]
         extras = [token for token in specials if token not in (ENDOFTEXT_TOKEN, PAD_TOKEN)]
         kwargs.setdefault("extra_special_tokens", extras)
-        return cls(vocab=model["vocab"], merges=model["merges"], model_max_length=model_max_length, **kwargs)
+        return cls(
+            vocab=model["vocab"],
+            merges=model["merges"],
+            model_max_length=VERY_LARGE_INTEGER if model_max_length is None else model_max_length,
+            **kwargs,
+        )
 
     @classmethod
     def from_gpt2_files(
