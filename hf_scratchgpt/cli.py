@@ -3,14 +3,20 @@
 ``--config FILE.yaml`` supplies defaults for any field of any of the script's dataclasses (including
 ``TrainingArguments``); anything given on the command line overrides the file. This is the pattern
 TRL's scripts use, so a recipe is a small YAML file and every knob stays scriptable.
+
+After parsing, every number is checked against one table of rules (``VALUE_RULES``: field name ->
+rule), applied to whichever of the script's dataclasses has that field, so ``--max_steps -5`` or
+``--block_size 0`` is refused up front with the flag named, in every script, instead of running
+something else (``TrainingArguments`` treats any negative ``max_steps`` as "train by epochs").
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from transformers import HfArgumentParser
@@ -28,10 +34,123 @@ def _read_yaml(path: str) -> dict[str, Any]:
     return settings
 
 
+class InvalidArgumentsError(ValueError):
+    """One or more parsed values make no sense; the message names every flag, its value and the rule."""
+
+
+class Rule(NamedTuple):
+    """A check on one field's value (given the whole dataclass instance, for rules that depend on another
+    field) and what a valid value is, for the error message."""
+
+    is_valid: Callable[[Any, Any], bool]
+    expected: str
+
+
+def _positive(value: Any, _: Any) -> bool:
+    return value > 0
+
+
+def _non_negative(value: Any, _: Any) -> bool:
+    return value >= 0
+
+
+def _fraction_open(value: Any, _: Any) -> bool:
+    return 0 < value < 1
+
+
+def _fraction_closed(value: Any, _: Any) -> bool:
+    return 0 <= value <= 1
+
+
+def _positive_when_strategy(strategy_field: str) -> Callable[[Any, Any], bool]:
+    """Positive when ``strategy_field`` is "steps" (the only strategy that reads the value)."""
+
+    def is_valid(value: Any, settings: Any) -> bool:
+        strategy = getattr(settings, strategy_field, "steps")
+        return value > 0 or getattr(strategy, "value", strategy) != "steps"  # an enum once parsed
+
+    return is_valid
+
+
+POSITIVE = Rule(_positive, "a positive number")
+VALUE_RULES: dict[str, Rule] = {
+    # TrainingArguments (and TRL configs, which inherit them)
+    "max_steps": Rule(
+        lambda v, _: v > 0 or v == -1, "a positive number of steps, or -1 to train --num_train_epochs"
+    ),
+    "num_train_epochs": Rule(
+        lambda v, args: v > 0 or getattr(args, "max_steps", -1) > 0, "a positive number"
+    ),
+    "per_device_train_batch_size": POSITIVE,
+    "per_device_eval_batch_size": POSITIVE,
+    "gradient_accumulation_steps": POSITIVE,
+    "eval_accumulation_steps": POSITIVE,
+    "learning_rate": POSITIVE,
+    "warmup_steps": Rule(_non_negative, "0 or more (a value below 1 is a fraction of the steps)"),
+    "warmup_ratio": Rule(_fraction_closed, "a fraction in [0, 1]"),
+    "weight_decay": Rule(_non_negative, "0 or more"),
+    "max_grad_norm": Rule(_non_negative, "0 or more (0 turns clipping off)"),
+    "label_smoothing_factor": Rule(lambda v, _: 0 <= v < 1, "a fraction in [0, 1)"),
+    "logging_steps": Rule(
+        _positive_when_strategy("logging_strategy"), "positive with --logging_strategy steps"
+    ),
+    "eval_steps": Rule(_positive_when_strategy("eval_strategy"), "positive with --eval_strategy steps"),
+    "save_steps": Rule(_positive_when_strategy("save_strategy"), "positive with --save_strategy steps"),
+    "save_total_limit": POSITIVE,
+    "dataloader_num_workers": Rule(_non_negative, "0 or more"),
+    "seed": Rule(_non_negative, "0 or more"),
+    # this project's data, model and generation arguments
+    "validation_fraction": Rule(_fraction_open, "a fraction strictly between 0 and 1"),
+    "block_size": POSITIVE,
+    "max_documents": POSITIVE,
+    "max_eval_blocks": POSITIVE,
+    "preprocessing_num_workers": POSITIVE,
+    "tokenizer_vocab_size": POSITIVE,
+    "vocab_size": POSITIVE,
+    "sample_max_new_tokens": POSITIVE,
+    "max_new_tokens": POSITIVE,
+    "max_length": POSITIVE,
+    "max_seq_length": POSITIVE,
+    "lora_r": POSITIVE,
+    "lora_alpha": POSITIVE,
+    "lora_dropout": Rule(lambda v, _: 0 <= v < 1, "a fraction in [0, 1)"),
+}
+
+
+def _as_number(value: Any) -> int | float | None:
+    """The numeric value of a parsed or YAML-given setting (PyYAML reads ``1e-3`` as a string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None  # unset, or a non-numeric value some script gives this name (e.g. "auto")
+
+
+def check_values(*settings: Any) -> None:
+    """Apply ``VALUE_RULES`` to every field of ``settings`` (dataclass instances or an argparse namespace)
+    that has a rule; ``None`` means "not set" and passes.
+
+    Raises:
+        InvalidArgumentsError: naming every offending flag, its value and what it must be.
+    """
+    problems = []
+    for setting in settings:
+        for name, rule in VALUE_RULES.items():
+            value = _as_number(getattr(setting, name, None))
+            if value is not None and not rule.is_valid(value, setting):
+                problems.append(f"--{name} {value:g}: must be {rule.expected}.")
+    if problems:
+        raise InvalidArgumentsError("Invalid arguments:\n  " + "\n  ".join(problems))
+
+
 def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
     """Parse ``argv`` into instances of ``dataclass_types``, with defaults taken from ``--config``.
 
-    Unknown keys in the YAML file or on the command line raise an error that names them.
+    Unknown keys in the YAML file or on the command line raise an error that names them; nonsense
+    numbers raise ``InvalidArgumentsError`` (see ``VALUE_RULES``).
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -52,11 +171,16 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
         for action in parser._actions:
             if action.dest in settings:
                 action.required = False
-    *parsed, leftover = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
+    namespace, leftover = parser.parse_known_args(args=rest)
     if leftover:
         parser.error(f"unrecognized arguments: {' '.join(leftover)}")
-    # The parser hands back the non-dataclass `--config` in an extra namespace after the dataclasses.
-    return tuple(parsed[: len(dataclass_types)])
+    # Checked before the dataclasses are built: their own __post_init__ checks name the flag less clearly.
+    check_values(namespace)
+    instances = []
+    for cls in dataclass_types:
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        instances.append(cls(**{name: value for name, value in vars(namespace).items() if name in names}))
+    return tuple(instances)
 
 
-__all__ = ["parse_args"]
+__all__ = ["VALUE_RULES", "InvalidArgumentsError", "Rule", "check_values", "parse_args"]

@@ -3,12 +3,15 @@
 Only what the Trainer does not already do lives here:
 
 * ``ScratchGPTTrainer``: AdamW weight decay only on weight matrices (never on norms, biases or
-  embeddings, as in nanoGPT / GPT-2 practice), and perplexity + bits per byte added next to every
-  evaluation loss.
+  embeddings, as in nanoGPT / GPT-2 practice), perplexity + bits per byte added next to every
+  evaluation loss, and saves that lose nothing (``hf_scratchgpt.checkpoints``): model folders replaced
+  atomically, ``--resume_from_checkpoint latest|true|PATH``, no silent overwrite of another run, and
+  "no space left on <path>" for a full disk.
 * ``SampleGenerationCallback``: writes a few generations from fixed prompts at every evaluation, so
   a run shows what the model says, not just a number.
 * ``ScratchGPTTrainingArguments``: ``TrainingArguments`` plus ``--precision auto|bf16|fp16|fp32``, decided
-  from the hardware (``hf_scratchgpt.hardware``) before the parent class hands it to Accelerate.
+  from the hardware (``hf_scratchgpt.hardware``) before the parent class hands it to Accelerate, and
+  ``--overwrite_output_dir``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,17 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainerControl, TrainerState
 from transformers import TrainingArguments as HfTrainingArguments
 
+from .alignment import align_model_and_tokenizer
+from .checkpoints import (
+    atomic_model_save,
+    disk_full_error,
+    ensure_output_dir_is_free,
+    finish_interrupted_save,
+    is_disk_full,
+    latest_complete_checkpoint,
+    resolve_resume_checkpoint,
+    resume_requested,
+)
 from .hardware import (
     PRECISIONS,
     PrecisionError,
@@ -90,8 +105,26 @@ class PrecisionArguments:
 
 
 @dataclass
-class ScratchGPTTrainingArguments(PrecisionArguments, HfTrainingArguments):
-    """``TrainingArguments`` with ``--precision`` decided from the hardware (see `PrecisionArguments`)."""
+class OverwriteOutputDirArguments:
+    """Mixin for any ``TrainingArguments`` subclass: ``--overwrite_output_dir`` (transformers 5 has none).
+
+    ``ScratchGPTTrainer.train`` refuses an ``output_dir`` holding another run's checkpoints or model
+    unless the run resumes, or this flag is set (then the old checkpoints are deleted first).
+    """
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the model and delete the checkpoints another run left in output_dir "
+            "(without it, such a folder is refused unless the run resumes from it)."
+        },
+    )
+
+
+@dataclass
+class ScratchGPTTrainingArguments(PrecisionArguments, OverwriteOutputDirArguments, HfTrainingArguments):
+    """``TrainingArguments`` with ``--precision`` decided from the hardware (see `PrecisionArguments`)
+    and ``--overwrite_output_dir`` (see `OverwriteOutputDirArguments`)."""
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
@@ -116,6 +149,55 @@ class ScratchGPTTrainer(Trainer):
     """
 
     eval_tokens_per_byte: float | None = None
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``Trainer.train`` that takes ``--resume_from_checkpoint latest|true|PATH`` as given on a command
+        line (see `resolve_resume_checkpoint`), and refuses to start a fresh run over another run's work
+        (see `ensure_output_dir_is_free`) unless ``overwrite_output_dir`` is set."""
+        output_dir = self.args.output_dir
+        if self.args.should_save:
+            finish_interrupted_save(output_dir)
+        checkpoint = resolve_resume_checkpoint(output_dir, resume_from_checkpoint)
+        if not resume_requested(resume_from_checkpoint):
+            overwrite = getattr(self.args, "overwrite_output_dir", False)
+            ensure_output_dir_is_free(output_dir, overwrite, is_main_process=self.args.should_save)
+        return super().train(checkpoint, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save model, tokenizer and code files as one unit: all of the new model, or the old one untouched.
+
+        The Trainer's final ``save_model()`` and every checkpoint come through here. The model is
+        written to a staging folder and moved in (see `atomic_model_save`); a tokenizer is aligned with
+        the model first (context length, special ids, stop tokens: see `align_model_and_tokenizer`).
+        """
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if isinstance(self.processing_class, PreTrainedTokenizerBase):
+            align_model_and_tokenizer(self.accelerator.unwrap_model(self.model), self.processing_class)
+        if not self.args.should_save:  # other ranks only join the collectives of a sharded save
+            super()._save(output_dir, state_dict)
+            return
+        with atomic_model_save(output_dir) as staging:
+            super()._save(staging, state_dict)
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """A checkpoint cut short by a full disk is removed (it frees space and can never be resumed
+        from) and reported as "no space left on <path>", naming the last complete checkpoint."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        checkpoint = run_dir / f"checkpoint-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            if self.args.should_save:
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            last = latest_complete_checkpoint(run_dir)
+            usable = (
+                f"The last complete checkpoint, {last}, is usable."
+                if last
+                else "No earlier checkpoint exists."
+            )
+            raise disk_full_error(checkpoint, f"checkpoint {checkpoint.name}", usable) from error
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
@@ -173,9 +255,29 @@ class SampleGenerationCallback(TrainerCallback):
         model.train(was_training)
         return texts
 
+    def drop_prompts_past_context(self, context: int) -> None:
+        """Skip, with a warning naming them, prompts that leave no room to generate in ``context`` tokens.
+
+        Found before step 1 instead of killing the run at its first evaluation.
+        """
+        kept = []
+        for prompt in self.prompts:
+            length = len(self.tokenizer(prompt or self.tokenizer.eos_token)["input_ids"])
+            if length < context:
+                kept.append(prompt)
+                continue
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            logger.warning(
+                "Sample prompt %r is %d tokens, at or past the model's context of %d tokens: no room to "
+                "generate, so it is skipped. Use prompts shorter than %d tokens.", shown, length, context, context
+            )  # fmt: skip
+        self.prompts = kept
+
     def on_train_begin(
-        self, args: HfTrainingArguments, state: TrainerState, control: TrainerControl, **kwargs
+        self, args: HfTrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
     ) -> None:
+        if model is not None:
+            self.drop_prompts_past_context(model.config.max_position_embeddings)
         # A fresh run (not a resume) starts a fresh samples file instead of appending to an old run's.
         if state.is_world_process_zero and state.global_step == 0:
             (Path(args.output_dir) / "samples.jsonl").unlink(missing_ok=True)
@@ -183,7 +285,7 @@ class SampleGenerationCallback(TrainerCallback):
     def on_evaluate(
         self, args: HfTrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kwargs
     ) -> None:
-        if not state.is_world_process_zero or model is None:
+        if not state.is_world_process_zero or model is None or not self.prompts:
             return
         samples = self.generate(model)
         for text in samples:
@@ -193,6 +295,7 @@ class SampleGenerationCallback(TrainerCallback):
 
 
 __all__ = [
+    "OverwriteOutputDirArguments",
     "PrecisionArguments",
     "SampleGenerationCallback",
     "ScratchGPTTrainer",
