@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,13 @@ class TaskError(ValueError):
 
 @dataclass(frozen=True)
 class LocalTask:
-    """An lm-eval task over a local file: its name in the results, its YAML template and its data."""
+    """An lm-eval task over a local file: its name in the results, its YAML template, its data and any
+    further task settings (e.g. ``num_fewshot``, ``description``, ``fewshot_split``)."""
 
     name: str
     template: str
     data_file: Path
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def first_record(path: Path) -> dict[str, Any]:
@@ -140,6 +142,7 @@ def write_task_yamls(tasks: list[LocalTask], directory: str | Path) -> None:
             "include": str(TASKS_DIR / task.template),
             "task": task.name,
             "dataset_kwargs": {"data_files": {"test": str(task.data_file)}},
+            **task.settings,
         }
         (Path(directory) / f"{task.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -148,9 +151,34 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def load_lm(
+    model: Any,
+    *,
+    tokenizer: Any = None,
+    batch_size: int | str = 1,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    max_length: int | None = None,
+) -> Any:
+    """lm-eval's ``HFLM`` around a model folder, Hub id or loaded model (anything else is returned as is)."""
+    from lm_eval.api.model import LM
+    from lm_eval.models.huggingface import HFLM
+
+    if isinstance(model, LM):
+        return model
+    return HFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        device=device or default_device(),
+        batch_size=batch_size,
+        trust_remote_code=trust_remote_code,
+        max_length=max_length,
+    )
+
+
 def evaluate_tasks(
     model: Any,
-    tasks: list[str],
+    tasks: list[str | LocalTask],
     *,
     tokenizer: Any = None,
     data_dir: str | Path | None = None,
@@ -167,28 +195,26 @@ def evaluate_tasks(
     Args:
         model: a model folder or Hub id, a loaded ``PreTrainedModel`` (then pass ``tokenizer``), or
             any ``lm_eval.api.model.LM``.
-        tasks: task specs, see the module docstring.
+        tasks: task specs (see the module docstring) or ready-made `LocalTask`s.
         data_dir: the folder bundled tasks find their files in.
         max_length: context length for the harness (default: the model's ``max_position_embeddings``);
             longer requests are truncated from the left, as lm-eval always does.
     """
     from lm_eval import simple_evaluate
-    from lm_eval.api.model import LM
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    local, standard = resolve_tasks(tasks, data_dir)
+    local, standard = resolve_tasks([spec for spec in tasks if isinstance(spec, str)], data_dir)
+    local += [task for task in tasks if isinstance(task, LocalTask)]
     if not local and not standard:
         raise TaskError("no task given: pass --tasks with at least one task.")
-    if not isinstance(model, LM):
-        model = HFLM(
-            pretrained=model,
-            tokenizer=tokenizer,
-            device=device or default_device(),
-            batch_size=batch_size,
-            trust_remote_code=trust_remote_code,
-            max_length=max_length,
-        )
+    model = load_lm(
+        model,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        max_length=max_length,
+    )
     with tempfile.TemporaryDirectory(prefix="scratchgpt-tasks-") as include_path:
         write_task_yamls(local, include_path)
         # Indexing lm-eval's thousands of built-in YAMLs takes seconds: only when one is asked for.

@@ -1,0 +1,153 @@
+"""Classification side by side: zero-shot vs k-shot prompting of a causal LM vs a fine-tuned classifier,
+on the same test split.
+
+Usage (SMS spam, split as training/finetune_classifier.py splits it from the same arguments):
+    python eval/classification.py --train_file ../shared/data/classification/sms_spam.tsv \
+        --headerless_label_text true --balance_classes undersample \
+        --model_name_or_path outputs/speedrun/model --num_fewshot 0,4 \
+        --classifier_path outputs/classifier-sms --max_test_samples 200 --output_dir outputs/eval/sms
+
+    # SST-2 (labels 0/1) with label words and a sentiment prompt
+    python eval/classification.py --train_file sst2_train.tsv --test_file sst2_dev.tsv \
+        --headerless_label_text true --label_words negative,positive \
+        --prompt_template $'Review: {text}\nSentiment:' --model_name_or_path M --output_dir OUT
+
+Either model may be left out. Writes OUTPUT_DIR/results.json (per method: accuracy, macro and per-class
+precision / recall / F1, confusion matrix, predictions), results.md (one table: methods and the
+majority-class and random-guess baselines) and, last, metrics.json (flat: "method/metric": value).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
+from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.evaluation.classification import (
+    DEFAULT_PROMPT,
+    baseline_accuracies,
+    classifier_predictions,
+    load_labelled_test_split,
+    prompted_predictions,
+    scores,
+    side_by_side_table,
+)
+from hf_scratchgpt.evaluation.harness import default_device, load_lm
+
+
+@dataclass
+class DataArguments:
+    """The labelled data, with the same names and defaults as training/finetune_classifier.py."""
+
+    train_file: str = field(
+        metadata={"help": "Training file (few-shot examples; the test split if no --test_file)."}
+    )
+    test_file: str | None = field(
+        default=None, metadata={"help": "Test file; default: split off --train_file."}
+    )
+    headerless_label_text: bool = field(default=False, metadata={"help": "label<TAB>text lines, no header."})
+    text_column_names: str | None = None
+    label_column_name: str | None = None
+    class_names: str | None = field(default=None, metadata={"help": "Comma-separated classes in id order."})
+    balance_classes: str = field(default="none", metadata={"help": "none or undersample."})
+    split_fractions: str = "0.7,0.1,0.2"
+    shuffle_seed: int = 42
+    max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test texts."})
+
+
+@dataclass
+class ClassificationEvalArguments:
+    output_dir: str = field(metadata={"help": "Where results.json, results.md and metrics.json go."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Causal LM to prompt."})
+    classifier_path: str | None = field(default=None, metadata={"help": "Fine-tuned classifier folder."})
+    num_fewshot: str = field(default="0,4", metadata={"help": "Comma-separated shot counts to prompt with."})
+    label_words: str | None = field(default=None, metadata={"help": "Word per class, in class order."})
+    prompt_template: str = field(default=DEFAULT_PROMPT, metadata={"help": "Prompt with {text}."})
+    description: str = field(default="", metadata={"help": "Instruction line before the examples."})
+    batch_size: int = 8
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
+    trust_remote_code: bool = False
+    seed: int = 1234
+
+
+def main(argv: list[str] | None = None) -> dict:
+    data_args, args = parse_args((DataArguments, ClassificationEvalArguments), argv)
+    if not args.model_name_or_path and not args.classifier_path:
+        raise ValueError(
+            "Nothing to evaluate: pass --model_name_or_path (prompting) and/or --classifier_path."
+        )
+
+    train, test, label_names = load_labelled_test_split(
+        data_args.train_file,
+        data_args.test_file,
+        headerless_label_text=data_args.headerless_label_text,
+        text_column_names=data_args.text_column_names,
+        label_column_name=data_args.label_column_name,
+        class_names=data_args.class_names.split(",") if data_args.class_names else None,
+        balance_classes=data_args.balance_classes,
+        split_fractions=[float(share) for share in data_args.split_fractions.split(",")],
+        seed=data_args.shuffle_seed,
+    )
+    if data_args.max_test_samples is not None:
+        test = test.select(range(min(data_args.max_test_samples, len(test))))
+    label_words = args.label_words.split(",") if args.label_words else label_names
+    if len(label_words) != len(label_names):
+        raise ValueError(
+            f"--label_words {args.label_words}: one word per class {label_names}, in that order."
+        )
+
+    predictions: dict[str, list[int]] = {}
+    if args.model_name_or_path:
+        lm = load_lm(
+            args.model_name_or_path,
+            batch_size=args.batch_size,
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+        )
+        shots = [int(k) for k in args.num_fewshot.split(",")]
+        by_shots = prompted_predictions(
+            lm, test, train, label_words, shots,
+            template=args.prompt_template, description=args.description, seed=args.seed,
+        )  # fmt: skip
+        predictions.update({("zero-shot" if k == 0 else f"{k}-shot"): p for k, p in by_shots.items()})
+    if args.classifier_path:
+        tokenizer = AutoTokenizer.from_pretrained(
+            args.classifier_path, trust_remote_code=args.trust_remote_code
+        )
+        classifier = AutoModelForSequenceClassification.from_pretrained(
+            args.classifier_path, trust_remote_code=args.trust_remote_code
+        ).to(args.device or default_device())
+        predictions["fine-tuned"] = classifier_predictions(
+            classifier, tokenizer, test["text"], label_names, args.batch_size
+        )
+
+    methods = {
+        method: scores(predicted, test["label"], label_names) for method, predicted in predictions.items()
+    }
+    baselines = baseline_accuracies(train["label"], test["label"], len(label_names))
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    results = {
+        "label_names": label_names,
+        "label_words": label_words,
+        "prompt_template": args.prompt_template,
+        "methods": {method: {**methods[method], "predictions": predictions[method]} for method in methods},
+        "baselines": baselines,
+    }
+    (output / "results.json").write_text(json.dumps(results, indent=2))
+    table = side_by_side_table(methods, baselines)
+    (output / "results.md").write_text(table)
+    print(table)
+
+    metrics = {f"{method}/{key}": value for method, m in methods.items() for key, value in m.items()
+               if not isinstance(value, list)}  # fmt: skip
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Text classification side by side: a fine-tuned classifier and zero/few-shot prompting of a causal LM.
+
+Both are scored on the same labelled test split, built by the fine-tuning stage's own functions
+(`hf_scratchgpt.finetuning.classification`) with the same arguments, so the numbers are comparable:
+
+* a fine-tuned classifier (``AutoModelForSequenceClassification``) predicts the arg-max class;
+* a base or instruction model is asked through a prompt (``"Text: {text}\\nLabel:"``) and predicts the
+  label word it finds most likely; with k > 0, k solved training examples come first. The prompts are
+  an lm-eval multiple-choice task (`harness`), so the harness does the few-shot sampling and scoring.
+
+Accuracy, macro precision / recall / F1, per-class scores (`classification_metrics`) and the confusion
+matrix for each, with the majority-class and random-guess accuracies beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from sklearn.metrics import confusion_matrix
+
+from hf_scratchgpt.evaluation.harness import LocalTask, evaluate_tasks
+from hf_scratchgpt.finetuning.classification import (
+    classification_metrics,
+    encode_labels,
+    infer_label_names,
+    load_labelled_splits,
+    majority_class_accuracy,
+    select_text_and_label,
+    split_labelled,
+)
+
+DEFAULT_PROMPT = "Text: {text}\nLabel:"
+
+
+def load_labelled_test_split(
+    train_file: str,
+    test_file: str | None = None,
+    *,
+    headerless_label_text: bool = False,
+    text_column_names: str | None = None,
+    label_column_name: str | None = None,
+    class_names: Sequence[str] | None = None,
+    balance_classes: str = "none",
+    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 42,
+) -> tuple[Dataset, Dataset, list[str]]:
+    """The train and test splits (``text``, ``label`` id) and the class names, exactly as
+    ``training/finetune_classifier.py`` builds them from the same arguments."""
+    raw = load_labelled_splits(train_file, None, test_file, headerless_label_text=headerless_label_text)
+    labelled = select_text_and_label(raw, text_column_names, label_column_name)
+    label_names = infer_label_names(labelled["train"], class_names)
+    splits = split_labelled(
+        encode_labels(labelled, label_names), split_fractions, seed=seed, balance_classes=balance_classes
+    )
+    return splits["train"], splits["test"], label_names
+
+
+def scores(
+    predictions: Sequence[int], references: Sequence[int], label_names: Sequence[str]
+) -> dict[str, Any]:
+    """`classification_metrics` plus the confusion matrix (rows: true class, columns: predicted)."""
+    metrics: dict[str, Any] = classification_metrics(predictions, references, label_names)
+    metrics["confusion_matrix"] = confusion_matrix(
+        references, predictions, labels=list(range(len(label_names)))
+    ).tolist()
+    metrics["samples"] = len(references)
+    return metrics
+
+
+def _class_ids_of_classifier(config: Any, label_names: Sequence[str]) -> list[int]:
+    """For each of the classifier's output ids, the test set's class id (matched by name)."""
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    if set(names) >= set(label_names):
+        return [label_names.index(name) if name in label_names else -1 for name in names]
+    if len(names) == len(label_names) and all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return list(range(len(names)))  # an unnamed head: classes in the same (sorted) order
+    raise ValueError(
+        f"The classifier's classes {names} are not the test data's {list(label_names)}: evaluate it on the "
+        "data it was trained for (or pass --class_names in the order it was trained with)."
+    )
+
+
+@torch.no_grad()
+def classifier_predictions(
+    model: Any, tokenizer: Any, texts: Sequence[str], label_names: Sequence[str], batch_size: int = 16
+) -> list[int]:
+    """Class ids (in ``label_names`` order) a sequence classifier predicts; texts longer than its context
+    keep their first tokens, as in fine-tuning."""
+    to_test_ids = _class_ids_of_classifier(model.config, label_names)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    model.eval()
+    device = next(model.parameters()).device
+    predictions: list[int] = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        predictions += [to_test_ids[i] for i in model(**batch).logits.argmax(-1).tolist()]
+    return predictions
+
+
+def _write_prompt_records(path: Path, data: Dataset, template: str, label_words: Sequence[str]) -> Path:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in data:
+            record = {
+                "query": template.format(text=row["text"]),
+                "choices": list(label_words),
+                "gold": row["label"],
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def prompted_predictions(
+    lm: Any,
+    test: Dataset,
+    train: Dataset,
+    label_words: Sequence[str],
+    shots: Sequence[int],
+    *,
+    template: str = DEFAULT_PROMPT,
+    description: str = "",
+    seed: int = 1234,
+) -> dict[int, list[int]]:
+    """For each number of shots k, the class ids a causal LM (an lm-eval ``LM``) predicts for ``test``: the
+    label word with the highest log-likelihood after the prompt, with k random solved ``train`` examples
+    first (and ``description`` before everything)."""
+    if "{text}" not in template:
+        raise ValueError(f"--prompt_template {template!r} must contain {{text}} where the text goes.")
+    with tempfile.TemporaryDirectory(prefix="scratchgpt-classification-") as folder:
+        test_file = _write_prompt_records(Path(folder) / "test.jsonl", test, template, label_words)
+        train_file = _write_prompt_records(Path(folder) / "train.jsonl", train, template, label_words)
+        tasks = [
+            LocalTask(
+                f"classification_{k}shot",
+                "multiple_choice.yaml",
+                test_file,
+                {
+                    "dataset_kwargs": {"data_files": {"test": str(test_file), "train": str(train_file)}},
+                    "training_split": "train",
+                    "fewshot_split": "train",
+                    "num_fewshot": k,
+                    "description": description,
+                },
+            )
+            for k in shots
+        ]
+        results = evaluate_tasks(lm, tasks, seed=seed)
+    predictions = {}
+    for k, task in zip(shots, tasks, strict=True):
+        samples = sorted(results["samples"][task.name], key=lambda sample: sample["doc_id"])
+        predictions[k] = [
+            max(range(len(label_words)), key=lambda i: sample["filtered_resps"][i][0]) for sample in samples
+        ]
+    return predictions
+
+
+def side_by_side_table(methods: dict[str, dict[str, Any]], baselines: dict[str, float]) -> str:
+    """Markdown: one row per method (zero-shot, k-shot, fine-tuned, ...) and one per baseline."""
+    lines = ["| method | accuracy | macro F1 | n |", "|---|---:|---:|---:|"]
+    for method, metrics in methods.items():
+        lines.append(f"| {method} | {metrics['accuracy']:.4f} | {metrics['f1']:.4f} | {metrics['samples']} |")
+    for name, accuracy in baselines.items():
+        lines.append(f"| {name} | {accuracy:.4f} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def baseline_accuracies(
+    train_labels: Sequence[int], test_labels: Sequence[int], n_classes: int
+) -> dict[str, float]:
+    return {
+        "majority class (baseline)": majority_class_accuracy(train_labels, test_labels),
+        "random guess (baseline)": 1 / n_classes,
+    }
