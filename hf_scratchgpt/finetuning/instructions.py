@@ -1,0 +1,194 @@
+"""Instruction data in the shapes TRL trains on.
+
+Instruction data comes in a few common layouts; TRL's trainers want conversations (lists of
+``{"role", "content"}`` messages) so that the model's chat template decides how a turn is spelled:
+
+* Alpaca (``instruction``, optional ``input``, ``output``), as in the "LLMs from scratch" book and
+  ``tatsu-lab/alpaca``  -> ``messages`` [user, assistant];
+* chat ``messages`` (TRL's conversational language-modeling format)  -> kept as they are;
+* ``prompt`` / ``completion`` pairs, as strings or as message lists  -> ``messages``;
+* preference rows (``chosen`` / ``rejected``, with an Alpaca ``instruction`` or a ``prompt``)
+  -> TRL's conversational preference format ``prompt`` [user], ``chosen`` [assistant],
+  ``rejected`` [assistant], for ``DPOTrainer``.
+
+One conversation format for SFT means one loss rule: ``assistant_only_loss`` with the ChatML
+template's ``{% generation %}`` markers trains exactly the assistant turns (and their ``<|im_end|>``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_dataset
+
+from ..data.sources import DataError
+
+Message = dict[str, str]
+
+# Local files `load_instruction_dataset` reads, by extension -> `datasets` builder.
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def alpaca_user_text(example: dict[str, Any]) -> str:
+    """The user's turn of an Alpaca row: the instruction, then the input (if any) after a blank line."""
+    instruction = str(example["instruction"]).strip()
+    extra = str(example.get("input") or "").strip()
+    return f"{instruction}\n\n{extra}" if extra else instruction
+
+
+def _as_messages(turn: Any, role: str) -> list[Message]:
+    """A prompt or completion given as a string or as a list of messages, as a list of messages."""
+    if isinstance(turn, str):
+        return [{"role": role, "content": turn}]
+    return [{"role": m["role"], "content": m["content"]} for m in turn]
+
+
+def _with_system(messages: list[Message], system_prompt: str | None) -> list[Message]:
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def alpaca_to_messages(example: dict[str, Any], system_prompt: str | None = None) -> dict[str, list[Message]]:
+    """``{"instruction", "input", "output"}`` -> ``{"messages": [system?, user, assistant]}``."""
+    messages = [
+        {"role": "user", "content": alpaca_user_text(example)},
+        {"role": "assistant", "content": str(example["output"]).strip()},
+    ]
+    return {"messages": _with_system(messages, system_prompt)}
+
+
+def prompt_completion_to_messages(
+    example: dict[str, Any], system_prompt: str | None = None
+) -> dict[str, list[Message]]:
+    """``{"prompt", "completion"}`` (strings or message lists) -> ``{"messages": [..., assistant]}``."""
+    messages = _as_messages(example["prompt"], "user") + _as_messages(example["completion"], "assistant")
+    return {"messages": _with_system(messages, system_prompt)}
+
+
+def preference_to_dpo(example: dict[str, Any], system_prompt: str | None = None) -> dict[str, list[Message]]:
+    """A preference row -> TRL's conversational preference format (``prompt``, ``chosen``, ``rejected``).
+
+    The prompt is the row's Alpaca instruction (+ input) or its ``prompt`` (string or messages).
+    """
+    if "instruction" in example:
+        prompt = [{"role": "user", "content": alpaca_user_text(example)}]
+    else:
+        prompt = _as_messages(example["prompt"], "user")
+    return {
+        "prompt": _with_system(prompt, system_prompt),
+        "chosen": _as_messages(example["chosen"], "assistant"),
+        "rejected": _as_messages(example["rejected"], "assistant"),
+    }
+
+
+def detect_format(columns: list[str]) -> str:
+    """Which instruction layout ``columns`` hold: ``messages``, ``alpaca``, ``prompt_completion`` or ``preference``.
+
+    Raises:
+        DataError: none of the layouts fits, naming the columns each one needs.
+    """
+    present = set(columns)
+    if {"chosen", "rejected"} <= present and present & {"instruction", "prompt"}:
+        return "preference"
+    if "messages" in present:
+        return "messages"
+    if {"instruction", "output"} <= present:
+        return "alpaca"
+    if {"prompt", "completion"} <= present:
+        return "prompt_completion"
+    raise DataError(
+        f"Cannot tell the instruction format of columns {sorted(present)}. Expected one of: "
+        "'messages' (chat), 'instruction' + 'output' (+ optional 'input') (Alpaca), "
+        "'prompt' + 'completion', or 'chosen' + 'rejected' with 'instruction' or 'prompt' (preference)."
+    )
+
+
+def _example_to_messages(example: dict[str, Any], layout: str, system_prompt: str | None) -> dict[str, Any]:
+    if layout == "messages":
+        return {"messages": _with_system(example["messages"], system_prompt)}
+    if "output" in example:  # Alpaca, or a preference row that also has the reference answer
+        return alpaca_to_messages(example, system_prompt)
+    if layout == "preference":  # train on the chosen answers
+        pair = {"prompt": preference_to_dpo(example)["prompt"], "completion": example["chosen"]}
+        return prompt_completion_to_messages(pair, system_prompt)
+    return prompt_completion_to_messages(example, system_prompt)
+
+
+def to_messages(dataset: Dataset, system_prompt: str | None = None) -> Dataset:
+    """Any SFT layout (Alpaca, prompt/completion, messages, or a preference set's answers) as ``messages``."""
+    layout = detect_format(dataset.column_names)
+    return dataset.map(
+        _example_to_messages,
+        fn_kwargs={"layout": layout, "system_prompt": system_prompt},
+        remove_columns=dataset.column_names,
+        desc=f"{layout} -> messages",
+    )
+
+
+def to_preference(dataset: Dataset, system_prompt: str | None = None) -> Dataset:
+    """A preference dataset in TRL's conversational preference format (``prompt``, ``chosen``, ``rejected``).
+
+    Raises:
+        DataError: the dataset has no ``chosen`` / ``rejected`` columns.
+    """
+    if detect_format(dataset.column_names) != "preference":
+        raise DataError(
+            f"DPO needs preference data: columns 'chosen' and 'rejected' plus 'instruction' or 'prompt'; "
+            f"got {dataset.column_names}. The book's file is instruction-data-with-preference.json."
+        )
+    return dataset.map(
+        lambda ex: preference_to_dpo(ex, system_prompt),
+        remove_columns=dataset.column_names,
+        desc="preference -> prompt/chosen/rejected",
+    )
+
+
+def load_instruction_dataset(
+    source: str | os.PathLike, split: str = "train", config: str | None = None
+) -> Dataset:
+    """Rows from a local ``.json`` (a list or JSON lines), ``.jsonl``, ``.csv``, ``.parquet`` file, or a Hub id.
+
+    Raises:
+        DataError: a local path that does not exist or has an extension no builder reads.
+    """
+    path = Path(source)
+    if path.suffix.lower() in _BUILDERS or path.exists():
+        if not path.is_file():
+            raise DataError(
+                f"Instruction data file {source} does not exist (pass a .json/.jsonl file or a Hub id)."
+            )
+        builder = _BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise DataError(f"{source}: unsupported extension; use one of {sorted(_BUILDERS)}.")
+        return load_dataset(builder, data_files=str(path), split="train")
+    return load_dataset(str(source), name=config, split=split)
+
+
+def held_out_prompts(dataset: Dataset, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` rows of a ``messages`` or preference (``prompt``/``chosen``) dataset as a prompt
+    (the turns before the answer) and the reference answer, for sample generations."""
+    examples = []
+    for row in dataset.select(range(min(count, len(dataset)))):
+        if "messages" in row:
+            messages = row["messages"]
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            examples.append({"messages": messages[:last], "reference": messages[last]["content"]})
+        else:
+            examples.append({"messages": row["prompt"], "reference": row["chosen"][-1]["content"]})
+    return examples
+
+
+__all__ = [
+    "alpaca_to_messages",
+    "alpaca_user_text",
+    "detect_format",
+    "held_out_prompts",
+    "load_instruction_dataset",
+    "preference_to_dpo",
+    "prompt_completion_to_messages",
+    "to_messages",
+    "to_preference",
+]

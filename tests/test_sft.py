@@ -1,0 +1,213 @@
+"""Instruction tuning: data formats, assistant-only labels, packed == padded, SFT/LoRA/DPO end to end, GPT-2 start."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TRAINING_TEXT, tiny_config
+from datasets import Dataset
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
+from hf_scratchgpt.chat import generate_reply
+from hf_scratchgpt.data import DataError
+from hf_scratchgpt.finetuning.instructions import (
+    alpaca_to_messages,
+    detect_format,
+    load_instruction_dataset,
+    to_messages,
+    to_preference,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# A tiny instruction set the model can memorise in a few dozen steps.
+QA = [
+    ("Name a colour.", "", "Blue."),
+    ("What is two plus two?", "", "Four."),
+    ("Translate to French.", "cat", "chat"),
+    ("Say hello.", "", "Hello!"),
+]
+ALPACA_ROWS = [{"instruction": q, "input": i, "output": a} for q, i, a in QA]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared, oversubscribed CPU two spinning threads made
+    a training step 20x slower (0.26 s instead of 0.013 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "training" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer() -> ScratchGPTTokenizer:
+    texts = TRAINING_TEXT + [f"{q} {i} {a}" for q, i, a in QA] * 20
+    return ScratchGPTTokenizer.train(texts, vocab_size=320, model_max_length=64)
+
+
+@pytest.fixture(scope="module")
+def base_model_dir(tmp_path_factory, chat_tokenizer) -> Path:
+    """A tiny GPT-2-recipe model folder with a chat tokenizer, as pretraining would leave it."""
+    folder = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    config = tiny_config("gpt2", vocab_size=len(chat_tokenizer), initializer_range=0.02)
+    ScratchGPTForCausalLM(config).save_pretrained(folder)
+    chat_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def alpaca_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "alpaca.json"
+    path.write_text(json.dumps(ALPACA_ROWS * 10))
+    return path
+
+
+def tiny_gpt2_folder(folder: Path) -> Path:
+    """A random GPT2LMHeadModel saved with OpenAI-style vocab.json / merges.txt (end of text last, as in GPT-2)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    texts = TRAINING_TEXT + [f"{q} {i} {a}" for q, i, a in QA] * 20
+    bpe.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, show_progress=False)
+    )
+    spec = json.loads(bpe.to_str())["model"]
+    vocab = dict(spec["vocab"], **{"<|endoftext|>": len(spec["vocab"])})
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in spec["merges"]) + "\n"
+    )
+    torch.manual_seed(0)
+    end = len(vocab) - 1
+    config = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                        bos_token_id=end, eos_token_id=end)  # fmt: skip
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+# --- formats ---------------------------------------------------------------------------------------------------
+
+
+def test_alpaca_rows_become_user_and_assistant_turns():
+    assert alpaca_to_messages(
+        {"instruction": "Translate.", "input": "cat", "output": "chat"}, "Be brief."
+    ) == {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Translate.\n\ncat"},
+            {"role": "assistant", "content": "chat"},
+        ]
+    }
+    pairs = Dataset.from_list([{"prompt": "Hi", "completion": "Hello"}])
+    assert to_messages(pairs)[0]["messages"] == [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}
+    ]  # fmt: skip
+
+
+def test_preference_rows_become_dpo_format_and_bad_layouts_are_named(shared_data):
+    rows = load_instruction_dataset(shared_data / "instruction" / "instruction-data-with-preference.json")
+    first = to_preference(rows.select(range(2)))[0]
+    assert first["prompt"][0]["role"] == "user" and first["prompt"][0]["content"].startswith(
+        rows[0]["instruction"]
+    )
+    assert first["chosen"] == [{"role": "assistant", "content": rows[0]["chosen"]}]
+    assert first["rejected"] == [{"role": "assistant", "content": rows[0]["rejected"]}]
+    assert detect_format(rows.column_names) == "preference"
+    with pytest.raises(DataError, match="'instruction' \\+ 'output'"):
+        detect_format(["text"])
+    with pytest.raises(DataError, match="chosen"):
+        to_preference(Dataset.from_list(ALPACA_ROWS))
+
+
+# --- labels and packing -----------------------------------------------------------------------------------------
+
+
+def sft_trainer(model, tokenizer, rows, tmp_path, **overrides):
+    from trl import SFTTrainer
+
+    from hf_scratchgpt.finetuning.instruction_tuning import SFTArguments, cap_max_length
+
+    args = SFTArguments(output_dir=str(tmp_path), precision="fp32", per_device_train_batch_size=len(rows),
+                        **overrides)  # fmt: skip
+    cap_max_length(args, model)
+    dataset = to_messages(Dataset.from_list(rows))
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+
+
+def test_only_assistant_tokens_carry_loss(base_model_dir, chat_tokenizer, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir)
+    trainer = sft_trainer(model, chat_tokenizer, ALPACA_ROWS, tmp_path, packing=False)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(ALPACA_ROWS))])
+    for row, labels, (_, _, answer) in zip(batch["input_ids"], batch["labels"], QA, strict=True):
+        trained = labels != -100
+        assert torch.equal(row[trained], labels[trained])
+        # Exactly the answer and the end of its turn; no prompt, role marker or padding.
+        assert chat_tokenizer.decode(labels[trained]) == answer + "<|im_end|>"
+
+
+def test_packed_sft_equals_padded_sft_on_the_gpt2_recipe(base_model_dir, chat_tokenizer, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir).eval()
+    losses = {}
+    for packing in (True, False):
+        trainer = sft_trainer(model, chat_tokenizer, ALPACA_ROWS, tmp_path, packing=packing)
+        rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+        batch = trainer.data_collator(rows)
+        if packing:  # best-fit packing put all four conversations in one row with restarting positions
+            assert batch["input_ids"].shape[0] == 1 and (batch["position_ids"] == 0).sum() == len(QA)
+        with torch.no_grad():
+            losses[packing] = model(**batch).loss.item()
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+
+
+# --- end to end ---------------------------------------------------------------------------------------------------
+
+# TODO(packed rows): drop "--packing false" once the model checks positions, not row length, against its context.
+FAST = ["--packing", "false", "--precision", "fp32", "--logging_steps", "5", "--disable_tqdm", "true", "--save_strategy", "no",
+        "--num_samples", "2", "--sample_max_new_tokens", "12", "--validation_fraction", "0.1"]  # fmt: skip
+
+
+def test_sft_learns_to_answer_and_stops_at_the_end_of_its_turn(base_model_dir, alpaca_file, tmp_path):
+    out = tmp_path / "sft"
+    metrics = load_script("sft").main([
+        "--model_name_or_path", str(base_model_dir), "--dataset_name", str(alpaca_file), "--output_dir", str(out),
+        "--max_steps", "40", "--learning_rate", "3e-3", "--per_device_train_batch_size", "4",
+        "--lr_scheduler_type", "constant", *FAST,
+    ])  # fmt: skip
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == pytest.approx(metrics)
+    # A random model's loss is about ln(vocab size) (5.8 here): it went far down.
+    assert saved["eval_loss"] < 1.0 and saved["train_loss"] < 3.0 and saved["train_tokens"] > 0
+    assert len(json.loads((out / "samples.json").read_text())) == 2
+
+    model = AutoModelForCausalLM.from_pretrained(out / "merged")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "merged")
+    assert model.generation_config.eos_token_id == [
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    ]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)  # fmt: skip
+    output = model.generate(**prompt, max_new_tokens=20, do_sample=False)
+    new_tokens = output[0, prompt["input_ids"].shape[1] :].tolist()
+    assert tokenizer.decode(new_tokens) == "Blue.<|im_end|>"  # stopped at the end of its turn
+    assert (
+        generate_reply(model, tokenizer, [{"role": "user", "content": "Say hello."}], temperature=0)
+        == "Hello!"
+    )

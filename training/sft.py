@@ -1,0 +1,97 @@
+"""Supervised fine-tuning (instruction tuning) with trl.SFTTrainer: a base model learns to answer in turns.
+
+    python training/sft.py --model_name_or_path outputs/speedrun/model \
+        --dataset_name ../shared/data/instruction/instruction-data.json --output_dir outputs/sft --max_steps 200
+    python training/sft.py --model_name_or_path openai-community/gpt2 --dataset_name yahma/alpaca-cleaned \
+        --output_dir outputs/gpt2-sft --use_peft --lora_r 16 --lora_alpha 32 --learning_rate 1e-3
+
+Data: Alpaca rows (instruction, input, output), chat `messages`, or prompt/completion pairs, from a local
+file or the Hub; every layout becomes chat `messages` and the loss falls on the assistant turns only.
+A GPT2LMHeadModel start (folder or Hub id) is converted to ScratchGPT with GPT-2's tokenizer plus the
+chat tokens. `--use_peft` trains LoRA (TRL's ModelConfig flags: --lora_r, --lora_alpha, ...).
+
+Writes OUTPUT_DIR/merged (the fine-tuned model, loads with AutoModelForCausalLM), the LoRA adapter in
+OUTPUT_DIR with --use_peft (loads with AutoPeftModelForCausalLM), samples.json (answers to held-out
+instructions) and, last, metrics.json. Every field of InstructionDataArguments, SFTArguments
+(hf_scratchgpt.finetuning.instruction_tuning) and trl.ModelConfig can be set in --config FILE.yaml.
+"""
+
+from transformers import AutoModelForCausalLM
+from trl import ModelConfig, SFTTrainer
+
+from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.data import split_train_validation
+from hf_scratchgpt.finetuning.instruction_tuning import (
+    InstructionDataArguments,
+    SFTArguments,
+    cap_max_length,
+    chat_lora_config,
+    last_logged,
+    sample_answers,
+    save_adapter_and_merged,
+    write_json,
+)
+from hf_scratchgpt.finetuning.instructions import load_instruction_dataset, to_messages
+from hf_scratchgpt.gpt2_start import load_model_and_tokenizer
+
+
+def main(argv: list[str] | None = None) -> dict:
+    data_args, training_args, model_args = parse_args(
+        (InstructionDataArguments, SFTArguments, ModelConfig), argv
+    )
+
+    # Model and tokenizer: ours, any causal LM, or GPT-2 converted; the chat tokens added where missing.
+    model, tokenizer = load_model_and_tokenizer(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=model_args.dtype,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    cap_max_length(training_args, model)
+
+    # Data: any instruction layout -> chat messages, with a held-out part for eval loss and samples.
+    dataset = load_instruction_dataset(
+        data_args.dataset_name, split=data_args.dataset_train_split, config=data_args.dataset_config
+    )
+    dataset = to_messages(dataset, system_prompt=data_args.system_prompt)
+    splits = split_train_validation(dataset, data_args.validation_fraction, seed=training_args.seed)
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        processing_class=tokenizer,
+        peft_config=chat_lora_config(model_args, tokenizer),
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    eval_metrics = trainer.evaluate()
+
+    merged_dir = save_adapter_and_merged(trainer, tokenizer, training_args.output_dir)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)  # samples come from what was saved
+    samples = sample_answers(
+        merged, tokenizer, splits["validation"], data_args.num_samples, data_args.sample_max_new_tokens
+    )
+    write_json(f"{training_args.output_dir}/samples.json", samples)
+
+    metrics = {
+        "train_loss": train_result.training_loss,
+        "eval_loss": eval_metrics["eval_loss"],
+        "train_runtime": train_result.metrics["train_runtime"],
+        "train_steps": trainer.state.global_step,
+        "train_tokens": last_logged(trainer, "num_tokens"),
+        "train_examples": len(splits["train"]),
+        "eval_examples": len(splits["validation"]),
+        "use_peft": model_args.use_peft,
+        "packing": training_args.packing,
+        "max_length": training_args.max_length,
+        "precision": training_args.precision,
+        "model_dir": str(merged_dir),
+    }
+    write_json(f"{training_args.output_dir}/metrics.json", metrics)
+    trainer.accelerator.print(f"SFT done: {metrics}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
