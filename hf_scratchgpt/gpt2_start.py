@@ -31,8 +31,9 @@ def add_chat_tokens(model: PreTrainedModel, tokenizer: Any) -> int:
     """Give ``tokenizer`` the ChatML tokens, a distinct pad token and the ChatML template where it lacks
     them, and grow ``model``'s embedding to the new vocabulary. Returns how many tokens were added.
 
-    New rows are initialised to the mean of the existing ones (transformers' ``mean_resizing``), so
-    the new tokens start as an "average" token instead of noise.
+    New rows are initialised around the mean of the existing ones (transformers' ``mean_resizing``), so
+    the new tokens start as an "average" token instead of noise. A grown model's ``name_or_path`` is
+    cleared, as a converted GPT-2's is: it exists only in memory (see ``save_start_model``).
     """
     vocab = tokenizer.get_vocab()
     missing_chat = [token for token in CHAT_TOKENS if token not in vocab]
@@ -43,6 +44,7 @@ def add_chat_tokens(model: PreTrainedModel, tokenizer: Any) -> int:
         tokenizer.chat_template = CHATML_TEMPLATE
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
+        model.name_or_path = ""  # the weights no longer match their folder: they exist only in memory
     return added
 
 

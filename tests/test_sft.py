@@ -211,3 +211,72 @@ def test_sft_learns_to_answer_and_stops_at_the_end_of_its_turn(base_model_dir, a
         generate_reply(model, tokenizer, [{"role": "user", "content": "Say hello."}], temperature=0)
         == "Hello!"
     )
+
+
+def test_gpt2_start_converts_and_a_lora_sft_merges_exactly(tmp_path, alpaca_file):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import GPT2Tokenizer
+
+    from hf_scratchgpt.gpt2_start import load_model_and_tokenizer
+
+    gpt2_dir = tiny_gpt2_folder(tmp_path / "gpt2")
+    model, tokenizer = load_model_and_tokenizer(gpt2_dir)
+    gpt2 = GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+    text = "The quick brown fox says hello."
+    ids = GPT2Tokenizer(str(gpt2_dir / "vocab.json"), str(gpt2_dir / "merges.txt"))(
+        text, return_tensors="pt"
+    )["input_ids"]
+    assert tokenizer(text)["input_ids"] == ids[0].tolist()  # GPT-2's own tokenization
+    with torch.no_grad():
+        ours, theirs = model.eval()(ids).logits, gpt2(ids).logits
+    assert torch.allclose(ours[..., : gpt2.config.vocab_size], theirs, atol=1e-5)  # exact conversion
+    # Chat-ready: the ChatML tokens and a pad distinct from end of text, with embedding rows for them.
+    assert {"<|im_start|>", "<|im_end|>", "<|pad|>"} <= set(tokenizer.get_vocab())
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id and model.config.vocab_size == len(tokenizer)
+
+    out = tmp_path / "gpt2-lora"
+    load_script("sft").main([
+        "--model_name_or_path", str(gpt2_dir), "--dataset_name", str(alpaca_file), "--output_dir", str(out),
+        "--use_peft", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "all-linear",
+        "--max_steps", "10", "--learning_rate", "1e-2", "--per_device_train_batch_size", "4", *FAST,
+    ])  # fmt: skip
+    adapter = AutoPeftModelForCausalLM.from_pretrained(
+        out
+    ).eval()  # base: the converted model in OUTPUT_DIR/base
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    conversation = [{"role": "user", "content": "Say hello."}]
+    probe = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)["input_ids"]  # fmt: skip
+    with torch.no_grad():
+        adapter_logits, merged_logits = adapter(probe).logits, merged(probe).logits
+        base_logits = model(probe).logits
+    assert torch.allclose(adapter_logits, merged_logits, atol=1e-5)  # the merge is exact
+    assert not torch.allclose(adapter_logits, base_logits, atol=1e-3)  # and the adapter learned something
+    assert json.loads((out / "metrics.json").read_text())["use_peft"] is True
+
+
+def test_dpo_runs_from_the_sft_model_and_writes_metrics(shared_data, base_model_dir, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    rows = json.loads((shared_data / "instruction" / "instruction-data-with-preference.json").read_text())[
+        :24
+    ]
+    data = tmp_path / "preference.json"
+    data.write_text(json.dumps(rows))
+    out = tmp_path / "dpo"
+    load_script("dpo").main([
+        "--model_name_or_path", str(base_model_dir), "--dataset_name", str(data), "--output_dir", str(out),
+        "--lora_target_modules", "all-linear", "--max_steps", "4", "--learning_rate", "1e-3",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
+        *FAST[2:],
+    ])  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_steps"] == 4 and metrics["eval_pairs"] == 3 and metrics["use_peft"] is True
+    assert 0.0 <= metrics["eval_reward_accuracy"] <= 1.0 and metrics["eval_loss"] > 0
+    probe = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        adapter_logits = AutoPeftModelForCausalLM.from_pretrained(out).eval()(probe).logits
+        merged_logits = AutoModelForCausalLM.from_pretrained(out / "merged").eval()(probe).logits
+    assert torch.allclose(adapter_logits, merged_logits, atol=1e-5)
+    samples = json.loads((out / "samples.json").read_text())
+    assert len(samples) == 2 and all(sample["reference"] for sample in samples)

@@ -17,7 +17,7 @@ instructions) and, last, metrics.json. Every field of InstructionDataArguments, 
 """
 
 from transformers import AutoModelForCausalLM
-from trl import ModelConfig, SFTTrainer
+from trl import ModelConfig, SFTTrainer, get_peft_config
 
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import split_train_validation
@@ -25,10 +25,10 @@ from hf_scratchgpt.finetuning.instruction_tuning import (
     InstructionDataArguments,
     SFTArguments,
     cap_max_length,
-    chat_lora_config,
     last_logged,
     sample_answers,
     save_adapter_and_merged,
+    save_start_model,
     write_json,
 )
 from hf_scratchgpt.finetuning.instructions import load_instruction_dataset, to_messages
@@ -56,13 +56,15 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = to_messages(dataset, system_prompt=data_args.system_prompt)
     splits = split_train_validation(dataset, data_args.validation_fraction, seed=training_args.seed)
 
+    if model_args.use_peft:  # the adapter must name a base that loads: save a converted/grown start model
+        save_start_model(model, tokenizer, training_args.output_dir)
     trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
         eval_dataset=splits["validation"],
         processing_class=tokenizer,
-        peft_config=chat_lora_config(model_args, tokenizer),
+        peft_config=get_peft_config(model_args),
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     eval_metrics = trainer.evaluate()

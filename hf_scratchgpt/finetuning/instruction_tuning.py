@@ -1,5 +1,5 @@
-"""What ``training/sft.py`` and ``training/dpo.py`` share around TRL: configs with CPU-sane defaults, the
-LoRA config for a chat model, and writing a stage's outputs (adapter, merged model, samples).
+"""What ``training/sft.py`` and ``training/dpo.py`` share around TRL: configs with CPU-sane defaults and
+writing a stage's outputs (adapter, merged model, samples).
 
 TRL's defaults suit a GPU: bf16, activation checkpointing, ``max_length=1024``. Here precision is
 decided from the hardware (`PrecisionArguments`), checkpointing is off (it only costs time on a small
@@ -18,15 +18,15 @@ from typing import Any
 
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer
-from trl import DPOConfig, ModelConfig, SFTConfig, get_peft_config
+from trl import DPOConfig, ModelConfig, SFTConfig
 
 from ..alignment import align_model_and_tokenizer
 from ..chat import generate_reply
-from ..tokenization_scratchgpt import CHAT_TOKENS
 from ..training import PrecisionArguments
 from .instructions import held_out_prompts
 
 MERGED_DIR = "merged"  # OUTPUT_DIR/merged: the standalone fine-tuned model, whatever the method
+BASE_DIR = "base"  # OUTPUT_DIR/base: a LoRA run's start model, when it existed only in memory
 
 
 @dataclass
@@ -93,17 +93,17 @@ def cap_max_length(args: SFTConfig | DPOConfig, model: PreTrainedModel) -> int:
     return args.max_length
 
 
-def chat_lora_config(model_args: ModelConfig, tokenizer: Any) -> Any:
-    """TRL's LoRA config from ``model_args``, with the chat tokens' embedding rows trainable too.
-
-    A base model pretrained on plain text never saw ``<|im_start|>`` / ``<|im_end|>``; with only
-    LoRA matrices trained their rows would stay untrained and the model could not learn to end a turn.
-    Returns ``None`` when ``--use_peft`` is off.
-    """
-    peft_config = get_peft_config(model_args)
-    if peft_config is not None and peft_config.trainable_token_indices is None:
-        peft_config.trainable_token_indices = tokenizer.convert_tokens_to_ids(CHAT_TOKENS)
-    return peft_config
+def save_start_model(model: PreTrainedModel, tokenizer: Any, output_dir: str | os.PathLike) -> None:
+    """Save a start model that exists only in memory (converted from GPT-2, or grown by the chat tokens:
+    empty ``name_or_path``) to ``output_dir/base``, so that a LoRA adapter trained on it names a base
+    ``AutoPeftModelForCausalLM`` can load. A model loaded unchanged from a folder is left alone."""
+    if model.name_or_path:
+        return
+    base_dir = Path(output_dir) / BASE_DIR
+    align_model_and_tokenizer(model, tokenizer)
+    model.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    model.name_or_path = str(base_dir)  # what PEFT writes as the adapter's base_model_name_or_path
 
 
 def save_adapter_and_merged(trainer: Trainer, tokenizer: Any, output_dir: str | os.PathLike) -> Path:
@@ -154,10 +154,11 @@ __all__ = [
     "DPOArguments",
     "InstructionDataArguments",
     "LoRAModelConfig",
+    "BASE_DIR",
     "MERGED_DIR",
     "SFTArguments",
+    "save_start_model",
     "cap_max_length",
-    "chat_lora_config",
     "last_logged",
     "sample_answers",
     "save_adapter_and_merged",
