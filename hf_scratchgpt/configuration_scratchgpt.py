@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 from typing import Any
 
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # The switches a user can flip, with the values each one allows. Validation reads this table, so
 # the error message always lists exactly what is accepted.
@@ -147,15 +151,6 @@ class ScratchGPTConfig(PreTrainedConfig):
         "n_inner": "intermediate_size",
     }
     # FSDP wraps by these module names (the backbone is called `transformer`, its blocks `h`).
-    base_model_tp_plan = {
-        "h.*.attn.q_proj": "colwise",
-        "h.*.attn.k_proj": "colwise",
-        "h.*.attn.v_proj": "colwise",
-        "h.*.attn.o_proj": "rowwise",
-        "h.*.mlp.gate_proj": "colwise",
-        "h.*.mlp.up_proj": "colwise",
-        "h.*.mlp.down_proj": "rowwise",
-    }
     base_model_fsdp_plan = {"wte": "free_full_weight", "h.*": "free_full_weight", "ln_f": "keep_full_weight"}
 
     vocab_size: int = 50257
@@ -195,6 +190,7 @@ class ScratchGPTConfig(PreTrainedConfig):
                 self.intermediate_size = 64 * -(-(8 * self.hidden_size // 3) // 64)
             else:
                 self.intermediate_size = 4 * self.hidden_size
+        _check_unknown_keys(type(self), kwargs)
         super().__post_init__(**kwargs)
         # Name every head in auto_map (save_pretrained only records the class being saved), so a
         # saved directory or Hub repo loads any head with trust_remote_code and no package installed.
@@ -205,6 +201,44 @@ class ScratchGPTConfig(PreTrainedConfig):
     def head_dim(self) -> int:
         """Width of one attention head."""
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def base_model_tp_plan(self) -> dict[str, str]:
+        """Tensor-parallel plan of the backbone (``from_pretrained(..., tp_plan="auto")``), for this recipe's modules.
+
+        Attention heads and the MLP's hidden units are split across ranks (Megatron style: column-wise in,
+        row-wise out, one all-reduce per sub-layer). The token embedding is vocabulary-parallel
+        (``embedding_rowwise``: each rank holds a slice of the rows); a tied ``lm_head`` (sharded column-wise,
+        see ``ScratchGPTForCausalLM._tp_plan``) splits the same dimension, so the shared tensor stays one.
+        A property, not a class table, because ``gate_proj`` exists only in the SwiGLU MLP.
+        """
+        plan = {
+            "wte": "embedding_rowwise",
+            "h.*.attn.q_proj": "colwise",
+            "h.*.attn.k_proj": "colwise",
+            "h.*.attn.v_proj": "colwise",
+            "h.*.attn.o_proj": "rowwise",
+            "h.*.mlp.up_proj": "colwise",
+            "h.*.mlp.down_proj": "rowwise",
+        }
+        if self.mlp_type == "swiglu":
+            plan["h.*.mlp.gate_proj"] = "colwise"
+        return plan
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> ScratchGPTConfig:
+        """Build a config from a saved ``config.json`` (what ``from_pretrained`` and ``AutoConfig`` call).
+
+        A saved config must name its ``vocab_size``: the class default (GPT-2's 50257) would otherwise build an
+        embedding of the wrong size, and loading would fail later on a shape mismatch that never names the
+        field. Code that builds configs (``ScratchGPTConfig(...)``, presets) keeps the default.
+        """
+        if "vocab_size" not in config_dict:
+            raise ValueError(
+                "The ScratchGPT config (config.json) has no `vocab_size`. Add it: the number of rows of the "
+                "token embedding, i.e. the size of the tokenizer the model was trained with (len(tokenizer))."
+            )
+        return super().from_dict(config_dict, **kwargs)
 
     def _check(self) -> None:
         """Reject inconsistent settings with a message that names the field and what it accepts."""
@@ -264,5 +298,62 @@ class ScratchGPTConfig(PreTrainedConfig):
 
 # Keyword arguments that PreTrainedConfig accepts without declaring them as fields.
 _PASSTHROUGH = {"num_labels", "attn_implementation", "output_attentions"}
+
+# Keys that transformers (and the tools around it) write into or pass through a config besides the declared
+# fields: they are never reported as unknown. Generation parameters (old configs carry them) are added below.
+_TRANSFORMERS_KEYS = {
+    *_PASSTHROUGH,
+    "model_type", "auto_map", "transformers_version", "name_or_path", "_name_or_path", "_commit_hash",
+    "torch_dtype", "dtype", "experts_implementation", "_attn_implementation_autoset", "quantization_config",
+    "tokenizer_class", "prefix", "task_specific_params", "finetuning_task", "sep_token_id",
+    "decoder_start_token_id", "is_decoder", "add_cross_attention", "cross_attention_hidden_size",
+    "tie_encoder_decoder", "pruned_heads", "torchscript", "use_bfloat16", "tf_legacy_loss", "rope_scaling",
+    "per_layer_config", "distributed_config", "_attn_implementation_internal", "_experts_implementation_internal",
+    *GenerationConfig().to_dict(),
+}  # fmt: skip
+# Names from "LLMs from scratch" (GPT_CONFIG_124M) and GPT-2's config that mean one of our fields, for the
+# error message: a difflib close match does not find these.
+_OTHER_NAMES = {
+    "context_length": "max_position_embeddings",
+    "n_ctx": "max_position_embeddings",
+    "emb_dim": "hidden_size",
+    "n_heads": "num_attention_heads",
+    "n_layers": "num_hidden_layers",
+    "drop_rate": "embedding_dropout, attention_dropout and residual_dropout",
+    "qkv_bias": "bias",
+}
+
+
+def _check_unknown_keys(config_class: type[ScratchGPTConfig], kwargs: dict[str, Any]) -> None:
+    """Name config keys that no field reads: an error when one looks like a misspelt field, else a warning.
+
+    ``n_layers`` for ``n_layer`` would otherwise be kept as an unused attribute while the model silently gets
+    the default depth. Keys transformers itself writes (``architectures``, ``auto_map``, ``dtype``, generation
+    parameters, ...) are known and never reported.
+    """
+    fields = {field.name for field in dataclasses.fields(config_class)}
+    unknown = [key for key in kwargs if key not in fields | _TRANSFORMERS_KEYS]
+    # Candidates for a misspelling: ScratchGPT's own fields and their GPT-2 aliases.
+    own = (fields - {field.name for field in dataclasses.fields(PreTrainedConfig)}) | set(
+        config_class.attribute_map
+    )
+    typos = {}
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(own), n=1, cutoff=0.7)
+        if key in _OTHER_NAMES or close:
+            match = _OTHER_NAMES.get(key) or config_class.attribute_map.get(close[0], close[0])
+            typos[key] = match
+    if typos:
+        suggestions = ", ".join(f"{key!r} (did you mean {match!r}?)" for key, match in typos.items())
+        raise ValueError(
+            f"Unknown ScratchGPTConfig field(s) {suggestions}: the value would be ignored and the model built "
+            "with the default instead. Rename the key (in config.json, or the keyword argument)."
+        )
+    if unknown:
+        logger.warning(
+            f"ScratchGPTConfig: key(s) {unknown} are not ScratchGPT fields; they are kept on the config but no "
+            f"part of the model reads them. ScratchGPT fields: {sorted(own)}."
+        )
+
 
 __all__ = ["ScratchGPTConfig", "PRESETS", "ALLOWED_VALUES"]

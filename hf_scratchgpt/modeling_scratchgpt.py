@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.generation import GenerationMixin
+from transformers.generation import GenerationConfig, GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -35,11 +35,13 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_scratchgpt import ScratchGPTConfig
+
+logger = logging.get_logger(__name__)
 
 # ----------------------------------------------------------------------------------------------------
 # Building blocks
@@ -352,19 +354,13 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
                 None
             ]
 
+        # Checked in eager mode only: a compiled graph cannot branch on tensor values (the cache length,
+        # the largest position id) without a graph break.
+        if not torch.compiler.is_compiling():
+            self._check_input(position_ids, past_length, seq_length)
         hidden_states = inputs_embeds
         position_embeddings = None
         if self.wpe is not None:
-            # Checked in eager mode only: a compiled graph cannot branch on the (tensor) cache length.
-            if (
-                not torch.compiler.is_compiling()
-                and past_length + seq_length > self.config.max_position_embeddings
-            ):
-                raise ValueError(
-                    f"Input of {past_length + seq_length} tokens is longer than the model's context of "
-                    f"max_position_embeddings={self.config.max_position_embeddings} learned positions. "
-                    "Truncate the input (e.g. tokenizer(..., truncation=True)) or use a rope model."
-                )
             hidden_states = hidden_states + self.wpe(position_ids)
         else:
             position_embeddings = self.rotary_emb(hidden_states, position_ids)
@@ -389,6 +385,30 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
             last_hidden_state=self.ln_f(hidden_states), past_key_values=past_key_values
         )
 
+    def _check_input(self, position_ids: torch.Tensor, past_length: int, seq_length: int) -> None:
+        """Clear errors for an empty input and for positions past the learned position table.
+
+        The largest position id actually looked up is checked, not the row length: packed and padding-free
+        batches put several sequences in one row, each with positions restarting at 0, so a row can be
+        longer than the context while every position is inside it.
+        """
+        if seq_length == 0 and past_length == 0:
+            raise ValueError(
+                "ScratchGPT got an input of 0 tokens. Pass at least one token: for generate(), a prompt of one "
+                "token or more (e.g. [[tokenizer.bos_token_id]]), or no input_ids at all to start from the "
+                "generation config's bos_token_id."
+            )
+        if self.wpe is None or seq_length == 0:
+            return
+        largest = int(position_ids.max())
+        if largest >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"Input of {past_length + seq_length} tokens ({past_length} cached) reaches position {largest}, "
+                f"past the model's context of max_position_embeddings={self.config.max_position_embeddings} "
+                "learned positions (counted from 0). Truncate the input (e.g. tokenizer(..., truncation=True)) "
+                "or use a rope model."
+            )
+
 
 # ----------------------------------------------------------------------------------------------------
 # Heads
@@ -400,6 +420,9 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
 
     # Applied only when config.tie_word_embeddings is true; then the file stores one embedding tensor.
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+    # Tensor parallelism: the head splits the vocabulary like the (vocabulary-parallel) embedding it may be
+    # tied to, and gathers the logits. The backbone's plan is config.base_model_tp_plan.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: ScratchGPTConfig):
         super().__init__(config)
@@ -444,6 +467,49 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def _prepare_generated_length(
+        self,
+        generation_config: GenerationConfig,
+        has_default_max_length: bool,
+        has_default_min_length: bool,
+        model_input_name: str,
+        input_ids_length: int,
+        inputs_tensor: torch.Tensor,
+    ) -> GenerationConfig:
+        """Stop generating at the end of a learned-position context instead of failing there.
+
+        ``generate`` turns ``max_new_tokens`` into ``max_length`` here. With learned positions the sequence
+        cannot outgrow the position table, so ``max_length`` is capped at it (with a warning): a request for
+        more new tokens than the room left returns what fits, as transformers already does when no length
+        is given. A prompt that leaves no room is an error. Rotary positions have no hard limit.
+        """
+        generation_config = super()._prepare_generated_length(
+            generation_config, has_default_max_length, has_default_min_length, model_input_name,
+            input_ids_length, inputs_tensor,
+        )  # fmt: skip
+        if self.config.position_embedding_type != "learned":
+            return generation_config
+        context = self.config.max_position_embeddings
+        # From inputs_embeds, the returned ids (and max_length) leave out the prompt.
+        prompt_length = inputs_tensor.shape[1] if model_input_name == "inputs_embeds" else input_ids_length
+        room = context - prompt_length
+        if room <= 0:
+            raise ValueError(
+                f"The prompt has {prompt_length} tokens, which fills the model's context of "
+                f"max_position_embeddings={context} learned positions: no room is left to generate. Shorten the "
+                f"prompt (e.g. keep its last {context // 2} tokens, or tokenizer(..., truncation=True, "
+                "max_length=...) with tokenizer.truncation_side='left')."
+            )
+        requested = generation_config.max_length - input_ids_length
+        if requested > room:
+            logger.warning(
+                f"Asked for {requested} new tokens but only {room} fit in the model's context "
+                f"(max_position_embeddings={context} learned positions, prompt of {prompt_length} tokens): "
+                f"generation stops at the context, after at most {room} new tokens."
+            )
+            generation_config.max_length = input_ids_length + room
+        return generation_config
 
 
 def last_token_indices(
