@@ -1,0 +1,496 @@
+"""Model cards: the Hub's README.md (YAML metadata, ``model-index``, sections) built from a run's files.
+
+A card is rendered only from what the stages wrote: the model folder (``config.json`` or
+``adapter_config.json``, the weights, ``trainer_state.json``), the stage's ``metrics.json`` (flat
+JSON) and evaluation results (lm-eval's ``results.json`` layout, or any flat metrics JSON)::
+
+    from hf_scratchgpt.cards import render_sections, write_model_card
+
+    write_model_card("RUN/pretrain", metrics="RUN/pretrain/metrics.json",
+                     eval_results=["RUN/eval/lm_eval/results.json", "RUN/eval/perplexity/metrics.json"])
+
+    # the run report shows the same tables
+    for title, markdown in render_sections(metrics, eval_results, config="RUN/pretrain/config.json"):
+        ...
+
+The metadata is built with `huggingface_hub.ModelCardData` / `EvalResult` (the Hub validates
+``model-index`` on push) and the body with the Jinja template ``templates/model_card.md.j2``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE_PATH = Path(__file__).with_name("templates") / "model_card.md.j2"
+# The card's code snippets name this repo until the model is pushed; `fill_repo_id` replaces it.
+REPO_PLACEHOLDER = "your-username/your-model"
+LM_EVAL_SOURCE = "lm-evaluation-harness"
+LM_EVAL_URL = "https://github.com/EleutherAI/lm-evaluation-harness"
+
+PIPELINE_TAGS = {
+    "ForCausalLM": "text-generation",
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+}
+PEFT_PIPELINE_TAGS = {"CAUSAL_LM": "text-generation", "SEQ_CLS": "text-classification",
+                      "TOKEN_CLS": "token-classification", "QUESTION_ANS": "question-answering"}  # fmt: skip
+
+# config.json key -> row label of the architecture table (keys absent from a config are skipped).
+ARCHITECTURE_ROWS = {
+    "model_type": "model type",
+    "architectures": "head",
+    "num_hidden_layers": "layers",
+    "hidden_size": "hidden size",
+    "num_attention_heads": "attention heads",
+    "num_key_value_heads": "key/value heads",
+    "intermediate_size": "MLP size",
+    "mlp_type": "MLP",
+    "max_position_embeddings": "context length",
+    "position_embedding_type": "positions",
+    "rope_theta": "RoPE theta",
+    "norm_type": "normalisation",
+    "qk_norm": "QK-norm",
+    "bias": "biases",
+    "tie_word_embeddings": "tied input/output embeddings",
+    "vocab_size": "vocabulary",
+    "dtype": "saved dtype",
+}
+ADAPTER_ROWS = {"peft_type": "adapter", "task_type": "task", "r": "rank r", "lora_alpha": "alpha",
+                "lora_dropout": "dropout", "target_modules": "target modules",
+                "modules_to_save": "trained in full"}  # fmt: skip
+# Stage metrics -> (label, unit) of the training-procedure table, in this order.
+TRAINING_ROWS = {
+    "max_steps": ("optimizer steps (budget)", ""),
+    "train_steps": ("optimizer steps", ""),
+    "epoch": ("epochs", ""),
+    "tokens_seen": ("training tokens seen", ""),
+    "block_size": ("sequence length", "tokens"),
+    "train_runtime": ("training time", "s"),
+    "train_samples_per_second": ("throughput", "sequences/s"),
+    "precision": ("precision", ""),
+    "train_loss": ("mean training loss", "nats/token"),
+    "eval_loss": ("validation loss", "nats/token"),
+    "eval_perplexity": ("validation perplexity", ""),
+    "eval_bits_per_byte": ("validation bits per byte", ""),
+}
+DATA_ROWS = {
+    "corpus": ("corpus", ""),
+    "corpus_documents": ("documents", ""),
+    "train_blocks": ("training sequences", ""),
+    "eval_blocks": ("validation sequences", ""),
+    "tokenizer_vocab_size": ("tokenizer vocabulary", "tokens"),
+    "tokenizer_bytes_per_token": ("bytes per token (validation text)", ""),
+}
+# Keys of a flat evaluation JSON that describe the run rather than score the model.
+_NOT_A_SCORE = re.compile(
+    r"runtime|per_second|seconds|^num_|samples$|steps$|^epoch$|flos|^limit$|^seed$|random_baseline$"
+)
+_HUB_DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class CardError(ValueError):
+    """A card input is missing or malformed; the message names the file and the fix."""
+
+
+def load_json(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON object from a dict, a ``.json`` file, or a folder holding ``results.json``/``metrics.json``."""
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if path.is_dir():
+        found = [path / name for name in ("results.json", "metrics.json") if (path / name).is_file()]
+        if not found:
+            raise CardError(f"{path} holds neither results.json nor metrics.json.")
+        path = found[0]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise CardError(f"{path} does not exist: pass the metrics/results JSON a stage wrote.") from err
+    except json.JSONDecodeError as err:
+        raise CardError(f"{path} is not valid JSON ({err}).") from err
+    if not isinstance(data, dict):
+        raise CardError(f"{path} holds a JSON {type(data).__name__}, not an object.")
+    return data
+
+
+def merge_metrics(metrics: Any) -> dict[str, Any]:
+    """One flat dict from a dict, a path, or a list of them (later stages win on shared keys)."""
+    if metrics is None:
+        return {}
+    if isinstance(metrics, (str, Path, Mapping)):
+        return load_json(metrics)
+    merged: dict[str, Any] = {}
+    for item in metrics:
+        merged.update(load_json(item))
+    return merged
+
+
+def _sources(eval_results: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(name, JSON) per evaluation source; a file is named by its folder (``RUN/eval/ppl/metrics.json``: ppl)."""
+    if eval_results is None:
+        return []
+    if isinstance(eval_results, (str, Path, Mapping)):
+        eval_results = [eval_results]
+    out = []
+    for index, item in enumerate(eval_results):
+        data = load_json(item)
+        if isinstance(item, Mapping):
+            name = str(data.get("name") or data.get("task") or f"evaluation {index + 1}")
+        else:
+            path = Path(item)
+            name = str(data.get("name") or data.get("task") or (path if path.is_dir() else path.parent).name)
+        out.append((name, data))
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _lm_eval_scores(data: dict[str, Any]) -> Iterable[tuple[str, str, str, Any, Any]]:
+    """(task, metric, filter, value, stderr) for every score in lm-eval's ``results``."""
+    for task, scores in data["results"].items():
+        for key, value in scores.items():
+            metric, _, filter_name = key.partition(",")
+            if not _is_number(value) or metric.endswith("_stderr"):
+                continue
+            stderr = scores.get(f"{metric}_stderr,{filter_name}" if filter_name else f"{metric}_stderr")
+            yield task, metric, filter_name or "none", value, stderr if _is_number(stderr) else None
+
+
+def eval_results_to_model_index(eval_results: Any, task_type: str = "text-generation") -> list[EvalResult]:
+    """`EvalResult` objects for the card's ``model-index``: every score of every source, values unchanged."""
+    results = []
+    for name, data in _sources(eval_results):
+        if isinstance(data.get("results"), dict):
+            configs, shots = data.get("configs", {}), data.get("n-shot", {})
+            for task, metric, filter_name, value, _ in _lm_eval_scores(data):
+                config = configs.get(task, {})
+                path = config.get("dataset_path")
+                results.append(
+                    EvalResult(
+                        task_type=task_type,
+                        dataset_type=path if isinstance(path, str) and _HUB_DATASET.match(path) else task,
+                        dataset_name=task,
+                        dataset_config=config.get("dataset_name"),
+                        dataset_split=config.get("test_split") or config.get("validation_split"),
+                        dataset_args={"num_few_shot": shots[task]} if task in shots else None,
+                        metric_type=metric,
+                        metric_value=value,
+                        metric_config=None if filter_name == "none" else filter_name,
+                        source_name=LM_EVAL_SOURCE,
+                        source_url=LM_EVAL_URL,
+                    )
+                )
+            continue
+        dataset = str(data.get("dataset") or name)
+        for key, value in data.items():
+            if _is_number(value) and not _NOT_A_SCORE.search(key):
+                # "task/metric" keys (a flat view of several tasks) keep their task as the dataset name.
+                task, _, metric = key.rpartition("/")
+                results.append(
+                    EvalResult(
+                        task_type=task_type,
+                        dataset_type=dataset if _HUB_DATASET.match(dataset) else (task or name),
+                        dataset_name=task or name,
+                        metric_type=metric,
+                        metric_value=value,
+                    )
+                )
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown sections, shared by the card and the run report
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    elif isinstance(value, float):
+        text = f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    if unit == "s" and _is_number(value) and value >= 120:
+        return f"{text} s ({value / 60:.1f} min)"
+    return f"{text} {unit}".rstrip()
+
+
+def _table(rows: Iterable[tuple[str, str]], header: tuple[str, str] = ("", "")) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {label} | {value} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def count_parameters(model_dir: str | Path) -> int | None:
+    """Parameters stored in a folder's safetensors files (tied weights are stored, and counted, once)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), "pt") as handle:
+            for name in handle.keys():
+                numel = 1
+                for size in handle.get_slice(name).get_shape():
+                    numel *= size
+                total += numel
+    return total
+
+
+def _model_section(config: dict[str, Any], adapter: dict[str, Any], num_parameters: int | None) -> str:
+    parts = []
+    if config:
+        rows = [(label, _fmt(config[key])) for key, label in ARCHITECTURE_ROWS.items() if key in config
+                and not (key == "rope_theta" and config.get("position_embedding_type") == "learned")]  # fmt: skip
+        parts.append(_table(rows, ("architecture", "")))
+    if adapter:
+        rows = [(label, _fmt(adapter[key])) for key, label in ADAPTER_ROWS.items() if adapter.get(key)]
+        base = adapter.get("base_model_name_or_path")
+        parts.append((f"An adapter on **{base}**.\n\n" if base else "") + _table(rows, ("adapter", "")))
+    if num_parameters:
+        what = "trainable adapter parameters" if adapter and not config else "parameters"
+        parts.append(f"**{num_parameters:,} {what}** ({num_parameters / 1e6:.2f} M).")
+    return "\n\n".join(parts)
+
+
+def _machine(metrics: dict[str, Any]) -> str | None:
+    machine = metrics.get("machine")
+    if isinstance(machine, dict):
+        from .hardware import machine_summary
+
+        try:
+            return machine_summary(machine)
+        except KeyError:
+            return ", ".join(f"{k}: {_fmt(v)}" for k, v in machine.items())
+    return str(machine) if machine else None
+
+
+def _training_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        (label, _fmt(metrics[key], unit)) for key, (label, unit) in TRAINING_ROWS.items() if key in metrics
+    ]
+    needed = ("tokens_seen", "train_samples_per_second", "train_runtime", "block_size")
+    if "tokens_seen" not in metrics and all(key in metrics for key in needed[1:]):
+        estimate = metrics["train_samples_per_second"] * metrics["train_runtime"] * metrics["block_size"]
+        rows.insert(0, ("training tokens seen (from throughput)", f"≈ {estimate:,.0f}"))
+    if machine := _machine(metrics):
+        rows.append(("machine", machine))
+    return rows
+
+
+def _all_metrics(metrics: dict[str, Any]) -> str:
+    rows = [(f"`{key}`", _fmt(value)) for key, value in metrics.items() if not isinstance(value, dict)]
+    return f"<details><summary>All stage metrics</summary>\n\n{_table(rows, ('key', 'value'))}\n\n</details>"
+
+
+def _evaluation_tables(eval_results: Any) -> list[str]:
+    tables = []
+    for name, data in _sources(eval_results):
+        if isinstance(data.get("results"), dict):
+            shots, samples = data.get("n-shot", {}), data.get("n-samples", {})
+            # eval/run_lm_eval.py adds the accuracy of guessing at random per task: shown beside accuracies.
+            chance = data.get("random_baseline") or {}
+            lines = [f"**{name}** ({LM_EVAL_SOURCE})", "",
+                     "| task | shots | metric | value | ± stderr | random guess | examples |",
+                     "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+            for task, metric, filter_name, value, stderr in _lm_eval_scores(data):
+                metric_label = metric if filter_name == "none" else f"{metric} ({filter_name})"
+                count = samples.get(task, {}).get("effective", "")
+                guess = (
+                    chance.get(task) if metric.startswith("acc") and _is_number(chance.get(task)) else None
+                )
+                lines.append(f"| {task} | {shots.get(task, '')} | {metric_label} | {_fmt(value)} | "
+                             f"{_fmt(stderr) if stderr is not None else ''} | "
+                             f"{_fmt(guess) if guess is not None else ''} | {count} |")  # fmt: skip
+            limit = (data.get("config") or {}).get("limit")
+            if limit:
+                lines += [
+                    "",
+                    f"At most {limit} examples per task (`--limit`): a quick check, not a full benchmark.",
+                ]
+            tables.append("\n".join(lines))
+        else:
+            rows = [(f"`{key}`", _fmt(value)) for key, value in data.items()
+                    if _is_number(value) and not _NOT_A_SCORE.search(key)]  # fmt: skip
+            if rows:
+                tables.append(f"**{name}**\n\n" + _table(rows, ("metric", "value")))
+    return tables
+
+
+def render_sections(
+    metrics: Any = None,
+    eval_results: Any = None,
+    config: str | Path | Mapping[str, Any] | None = None,
+    *,
+    adapter_config: str | Path | Mapping[str, Any] | None = None,
+    num_parameters: int | None = None,
+    loss_curve: str | None = None,
+) -> list[tuple[str, str]]:
+    """The data sections of a card or report, as (title, Markdown) pairs; empty sections are left out.
+
+    ``metrics``: the stage metrics (dict, JSON path, or a list merged in order); ``eval_results``:
+    results JSONs (lm-eval layout or flat); ``config``: ``config.json`` (path or dict) for the
+    architecture table; ``loss_curve``: an image path relative to where the Markdown is written.
+    """
+    metrics = merge_metrics(metrics)
+    config = load_json(config) if config is not None else {}
+    adapter = load_json(adapter_config) if adapter_config is not None else {}
+    num_parameters = num_parameters or metrics.get("num_parameters")
+    sections = [("Model", _model_section(config, adapter, num_parameters))]
+
+    data_rows = [
+        (label, _fmt(metrics[key], unit)) for key, (label, unit) in DATA_ROWS.items() if key in metrics
+    ]
+    sections.append(("Training data", _table(data_rows, ("data", "")) if data_rows else ""))
+    training_rows = _training_rows(metrics)
+    procedure = [_table(training_rows, ("training", ""))] if training_rows else []
+    if metrics:
+        procedure.append(_all_metrics(metrics))
+    sections.append(("Training procedure", "\n\n".join(procedure)))
+
+    evaluation = _evaluation_tables(eval_results)
+    if loss_curve:
+        evaluation.append(f"![training and validation loss]({loss_curve})")
+    sections.append(("Evaluation", "\n\n".join(evaluation)))
+    return [(title, body) for title, body in sections if body]
+
+
+# --------------------------------------------------------------------------------------------
+# The card
+# --------------------------------------------------------------------------------------------
+
+
+def _pipeline_tag(config: dict[str, Any], adapter: dict[str, Any]) -> str | None:
+    if adapter:
+        return PEFT_PIPELINE_TAGS.get(str(adapter.get("task_type")))
+    for architecture in config.get("architectures") or []:
+        for suffix, tag in PIPELINE_TAGS.items():
+            if architecture.endswith(suffix):
+                return tag
+    return None
+
+
+def _plot_loss_curve(model_dir: Path) -> str | None:
+    """``loss_curves.png`` in the folder (drawn from ``trainer_state.json`` when missing); its name or None."""
+    image = model_dir / "loss_curves.png"
+    state = model_dir / "trainer_state.json"
+    if not image.is_file() and state.is_file():
+        try:
+            from .report import plot_loss_curves
+
+            plot_loss_curves(json.loads(state.read_text())["log_history"], image, title="Training loss")
+        except (ImportError, KeyError, ValueError):  # no matplotlib, or nothing logged yet
+            return None
+    return image.name if image.is_file() else None
+
+
+def _corpus_dataset(metrics: dict[str, Any]) -> list[str] | None:
+    """The Hub dataset id of a corpus described as ``"owner/name (split...)"``, as pretraining writes it."""
+    match = re.match(r"^([\w.-]+/[\w.-]+) \(", str(metrics.get("corpus", "")))
+    return [match.group(1)] if match else None
+
+
+def build_model_card(
+    model_dir: str | Path,
+    *,
+    metrics: Any = None,
+    eval_results: Any = None,
+    base_model: str | list[str] | None = None,
+    datasets: str | list[str] | None = None,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    license: str = "apache-2.0",
+    language: str | list[str] | None = "en",
+    tags: list[str] | None = None,
+    description: str | None = None,
+) -> ModelCard:
+    """A `ModelCard` for the model (or adapter) in ``model_dir``, from the stage files; nothing is written."""
+    model_dir = Path(model_dir)
+    config_file, adapter_file = model_dir / "config.json", model_dir / "adapter_config.json"
+    if not config_file.is_file() and not adapter_file.is_file():
+        raise CardError(
+            f"{model_dir} has neither config.json nor adapter_config.json: pass a saved model folder."
+        )
+    config = load_json(config_file) if config_file.is_file() else {}
+    adapter = load_json(adapter_file) if adapter_file.is_file() else {}
+    metrics = merge_metrics(metrics)
+    repo_id = repo_id or REPO_PLACEHOLDER
+    model_name = model_name or (
+        repo_id.split("/")[-1] if repo_id != REPO_PLACEHOLDER else model_dir.resolve().name
+    )
+    pipeline_tag = _pipeline_tag(config, adapter)
+    if adapter and base_model is None:
+        base_model = adapter.get("base_model_name_or_path")
+    base_model = base_model if base_model and not Path(str(base_model)).is_absolute() else None
+
+    card_data = ModelCardData(
+        model_name=model_name,
+        license=license,
+        language=language,
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag=pipeline_tag,
+        base_model=base_model,
+        datasets=datasets if datasets is not None else _corpus_dataset(metrics),
+        tags=list(dict.fromkeys([*(tags or []), "scratchgpt", *(["lora"] if adapter else [])])),
+        eval_results=eval_results_to_model_index(eval_results, pipeline_tag or "text-generation") or None,
+    )
+    num_parameters = None if adapter else (metrics.get("num_parameters") or count_parameters(model_dir))
+    sections = render_sections(
+        metrics,
+        eval_results,
+        config or None,
+        adapter_config=adapter or None,
+        num_parameters=num_parameters or (count_parameters(model_dir) if adapter else None),
+        loss_curve=_plot_loss_curve(model_dir),
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        repo_id=repo_id,
+        model_name=model_name,
+        sections=sections,
+        is_adapter=bool(adapter),
+        description=description,
+        corpus=metrics.get("corpus"),
+    )
+
+
+def write_model_card(model_dir: str | Path, **kwargs: Any) -> Path:
+    """Render the card (see `build_model_card` for the arguments) and save it as ``model_dir/README.md``."""
+    path = Path(model_dir) / "README.md"
+    build_model_card(model_dir, **kwargs).save(path)
+    return path
+
+
+def fill_repo_id(card_text: str, repo_id: str) -> str:
+    """The card with its placeholder repo id (see `REPO_PLACEHOLDER`) replaced by the real one."""
+    return card_text.replace(REPO_PLACEHOLDER, repo_id)
+
+
+__all__ = [
+    "REPO_PLACEHOLDER",
+    "CardError",
+    "build_model_card",
+    "count_parameters",
+    "eval_results_to_model_index",
+    "fill_repo_id",
+    "load_json",
+    "merge_metrics",
+    "render_sections",
+    "write_model_card",
+]
