@@ -1,36 +1,33 @@
-"""The pretraining stage: text -> tokenizer -> packed blocks -> ``Trainer`` -> a saved causal LM.
+"""Building blocks of the pretraining stages: arguments, the corpus and its split, the tokenizer, the model.
 
-``training/pretrain.py`` is a thin command line over ``run_pretraining``; the speedrun calls it in
-process. Distribution is the Trainer's: the same function runs on one CPU, under
-``torchrun --nproc_per_node N`` or under ``accelerate launch`` (DDP, FSDP, DeepSpeed).
+The scripts in ``training/`` wire these together (``prepare_data.py``, ``train_tokenizer.py``, ``pretrain.py``);
+the main job runs those scripts as stages that hand over folders:
+
+    prepare_data.py   -> RUN/data/       the corpus loaded ONCE and split (a `datasets` DatasetDict on disk)
+    train_tokenizer.py -> RUN/tokenizer/  trained on the train split only
+    pretrain.py        -> RUN/pretrain/   a model folder + metrics.json
+
+Every script also takes raw data (a Hub id, files, a folder), loads and splits it the same way (same seed,
+same fraction), so a stage run alone sees the same train/validation text as inside the main job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from datasets import Dataset
-from transformers import DataCollatorForLanguageModeling, TrainingArguments, set_seed
+from datasets import Dataset, DatasetDict, load_from_disk
 
+from .budget import ModelSize
 from .configuration_scratchgpt import ScratchGPTConfig
-from .data import (
-    DataError,
-    hub_is_reachable,
-    load_default_dataset,
-    load_text_dataset,
-    split_train_validation,
-    tokenize_and_pack,
-)
+from .data import DataError, hub_is_reachable, load_default_dataset, load_text_dataset, split_train_validation
 from .modeling_scratchgpt import ScratchGPTForCausalLM
 from .tokenization_scratchgpt import ScratchGPTTokenizer
-from .training import SampleGenerationCallback, ScratchGPTTrainer, ScratchGPTTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +42,12 @@ _OFFLINE_NOTICE_SHOWN: list[bool] = []  # the fallback notice is printed once pe
 class ModelArguments:
     """Which model to train and with which tokenizer."""
 
-    preset: str = field(
-        default="tiny", metadata={"help": "ScratchGPTConfig preset (tiny, tiny-modern, gpt2, ...)."}
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "ScratchGPTConfig preset (tiny, tiny-modern, gpt2, ...). Default: tiny, or with "
+            "--time_budget the size that budget can train best (see hf_scratchgpt.budget)."
+        },
     )
     # In a YAML config this may also be a mapping; on the command line it is 'n_layer=4,n_embd=128'.
     model_overrides: str | None = field(
@@ -120,7 +121,12 @@ class DataArguments:
 
 
 def load_corpus(args: DataArguments) -> tuple[Dataset, str]:
-    """The training text as a ``Dataset`` with a ``text`` column, and a one-line description of it."""
+    """The training text as a ``Dataset`` with a ``text`` column, and a one-line description of it.
+
+    Everything stays in Arrow files on disk (memory-mapped), however large the corpus: a Hub dataset is
+    streamed and only the documents used are written to the `datasets` cache, once; other ranks and reruns
+    read that cache.
+    """
     if args.data and args.data_dir:
         raise DataError("Pass either --data or --data_dir, not both.")
     source = args.data or args.data_dir
@@ -141,7 +147,6 @@ def load_corpus(args: DataArguments) -> tuple[Dataset, str]:
         if args.max_documents:
             dataset = dataset.select(range(min(args.max_documents, len(dataset))))
         return dataset, str(source)
-    # A Hub dataset: stream it so only the documents we use are downloaded.
     stream = load_text_dataset(
         source,
         name=args.dataset_config,
@@ -152,7 +157,52 @@ def load_corpus(args: DataArguments) -> tuple[Dataset, str]:
     if args.max_documents:
         stream = stream.take(args.max_documents)
     config = f", config {args.dataset_config}" if args.dataset_config else ""
-    return Dataset.from_list(list(stream)), f"{source} ({args.dataset_split}{config})"
+    # Written to the datasets cache as Arrow, keyed by what was asked for, instead of a Python list per rank.
+    key = json.dumps([source, args.dataset_config, args.dataset_split, args.text_column, args.max_documents])
+    dataset = Dataset.from_generator(_iterate, gen_kwargs={"stream": stream}, fingerprint=_fingerprint(key))
+    return dataset, f"{source} ({args.dataset_split}{config})"
+
+
+def _iterate(stream: Any) -> Any:
+    yield from stream
+
+
+def _fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+# What the data stage writes next to the DatasetDict, so later stages can name the corpus.
+CORPUS_FILE = "corpus.json"
+
+
+def save_splits(splits: DatasetDict, corpus_name: str, output_dir: str | Path) -> None:
+    """Write the train/validation split as a `datasets` folder (``save_to_disk``) plus its description."""
+    output_dir = Path(output_dir)
+    splits.save_to_disk(output_dir)
+    (output_dir / CORPUS_FILE).write_text(json.dumps({"corpus": corpus_name}) + "\n")
+
+
+def is_saved_splits(path: str | Path | None) -> bool:
+    return path is not None and (Path(path) / "dataset_dict.json").is_file()
+
+
+def load_splits(args: DataArguments, seed: int) -> tuple[DatasetDict, str]:
+    """``train`` and ``validation`` text, and the corpus description.
+
+    A folder written by `save_splits` (the data stage) is used as it is; anything else is loaded with
+    `load_corpus` and split with ``--validation_fraction`` / ``--split_mode`` and ``seed``.
+    """
+    source = args.data or args.data_dir
+    if is_saved_splits(source):
+        splits = load_from_disk(source)
+        missing = {"train", "validation"} - set(splits)
+        if missing:
+            raise DataError(f"{source} holds splits {sorted(splits)}; the pipeline needs train and validation.")
+        description = Path(source) / CORPUS_FILE
+        name = json.loads(description.read_text())["corpus"] if description.is_file() else str(source)
+        return splits, name
+    corpus, name = load_corpus(args)
+    return split_train_validation(corpus, args.validation_fraction, seed, args.split_mode), name
 
 
 def parse_overrides(overrides: dict[str, Any] | str | None) -> dict[str, Any]:
@@ -182,17 +232,17 @@ def load_tokenizer(args: ModelArguments, train_text: Dataset) -> ScratchGPTToken
     )
 
 
-def build_model(args: ModelArguments, tokenizer: ScratchGPTTokenizer) -> ScratchGPTForCausalLM:
-    """A fresh model from the preset or config file (sized to the tokenizer), or a saved one to continue."""
-    if args.model_name_or_path:
-        return ScratchGPTForCausalLM.from_pretrained(
-            args.model_name_or_path, attn_implementation=args.attn_implementation
-        )
+def model_config(
+    args: ModelArguments, tokenizer: ScratchGPTTokenizer, size: ModelSize | None = None
+) -> ScratchGPTConfig:
+    """The config of a fresh model: preset (or ``size``, a rung of the budget's size ladder) or config file,
+    sized to the tokenizer, then ``--model_overrides``."""
     settings = {
         "vocab_size": len(tokenizer),
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
+        **(size.overrides if size else {}),
         **parse_overrides(args.model_overrides),
     }
     if args.model_config:
@@ -200,83 +250,52 @@ def build_model(args: ModelArguments, tokenizer: ScratchGPTTokenizer) -> Scratch
         saved, _ = ScratchGPTConfig.get_config_dict(args.model_config)
         config = ScratchGPTConfig.from_dict({**saved, **settings})
     else:
-        config = ScratchGPTConfig.from_preset(args.preset, **settings)
+        config = ScratchGPTConfig.from_preset(size.preset if size else args.preset or "tiny", **settings)
     if config.vocab_size < len(tokenizer):
         raise ValueError(
             f"vocab_size={config.vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens."
         )
+    return config
+
+
+def size_is_open(args: ModelArguments) -> bool:
+    """True when nothing fixed the model's size, so a time budget may choose it."""
+    return not (args.preset or args.model_config or args.model_name_or_path)
+
+
+def build_model(
+    args: ModelArguments, tokenizer: ScratchGPTTokenizer, config: ScratchGPTConfig | None = None
+) -> ScratchGPTForCausalLM:
+    """A fresh model from ``config`` (default: `model_config`), or a saved one to continue training."""
+    if args.model_name_or_path:
+        return ScratchGPTForCausalLM.from_pretrained(
+            args.model_name_or_path, attn_implementation=args.attn_implementation
+        )
+    config = config or model_config(args, tokenizer)
     return ScratchGPTForCausalLM._from_config(config, attn_implementation=args.attn_implementation)
 
 
-def run_pretraining(
-    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
-) -> dict[str, Any]:
-    """Train, evaluate, save model + tokenizer to ``output_dir``; return the final metrics."""
-    set_seed(training_args.seed)
-    output_dir = Path(training_args.output_dir)
-
-    with training_args.main_process_first(desc="loading and tokenizing the corpus"):
-        corpus, corpus_name = load_corpus(data_args)
-        splits = split_train_validation(
-            corpus, data_args.validation_fraction, training_args.seed, data_args.split_mode
+def check_block_size(block_size: int | None, context: int) -> int:
+    """The block size to pack at: ``--block_size`` if it fits the model's context, else a clear error."""
+    if block_size is None:
+        return context
+    if block_size > context:
+        raise DataError(
+            f"--block_size {block_size} is longer than the model's context (max_position_embeddings={context}): "
+            f"use --block_size {context} or less, or a model with a longer context."
         )
-        tokenizer = load_tokenizer(model_args, splits["train"])
-        model = build_model(model_args, tokenizer)
-        block_size = data_args.block_size or model.config.max_position_embeddings
-        tokenizer.model_max_length = model.config.max_position_embeddings
-        num_proc = data_args.preprocessing_num_workers
-        train_blocks = tokenize_and_pack(splits["train"], tokenizer, block_size, num_proc=num_proc)
-        eval_blocks = tokenize_and_pack(splits["validation"], tokenizer, block_size, num_proc=num_proc)
-        if data_args.max_eval_blocks and len(eval_blocks) > data_args.max_eval_blocks:
-            stride = len(eval_blocks) / data_args.max_eval_blocks
-            eval_blocks = eval_blocks.select([int(i * stride) for i in range(data_args.max_eval_blocks)])
-
-    logger.info("corpus %s: %d train / %d validation blocks of %d tokens", corpus_name, len(train_blocks),
-                len(eval_blocks), block_size)  # fmt: skip
-    trainer = ScratchGPTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_blocks,
-        eval_dataset=eval_blocks,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        processing_class=tokenizer,
-        callbacks=[
-            SampleGenerationCallback(tokenizer, data_args.sample_prompts, data_args.sample_max_new_tokens)
-        ],
-    )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics = {**train_result.metrics, **trainer.evaluate()}
-    trainer.save_model()  # model + tokenizer (the processing class), loadable with Auto* classes
-    trainer.save_state()
-
-    if trainer.is_world_process_zero():
-        metrics.update(
-            corpus=corpus_name,
-            train_blocks=len(train_blocks),
-            eval_blocks=len(eval_blocks),
-            block_size=block_size,
-            num_parameters=model.num_parameters(),
-            vocab_size=len(tokenizer),
-        )
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return block_size
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Command-line entry point (``training/pretrain.py``)."""
-    from .cli import parse_args
-
-    model_args, data_args, training_args = parse_args(
-        (ModelArguments, DataArguments, ScratchGPTTrainingArguments), argv
-    )
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
-    os.makedirs(training_args.output_dir, exist_ok=True)
-    try:
-        return run_pretraining(model_args, data_args, training_args)
-    finally:
-        # Under torchrun / accelerate, leaving the process group alive aborts the process at exit.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-__all__ = ["DataArguments", "ModelArguments", "load_corpus", "run_pretraining", "main"]
+__all__ = [
+    "DataArguments",
+    "ModelArguments",
+    "build_model",
+    "check_block_size",
+    "load_corpus",
+    "load_splits",
+    "load_tokenizer",
+    "model_config",
+    "save_splits",
+    "size_is_open",
+]

@@ -1,11 +1,19 @@
-"""Run reports: loss curves as a PNG and a Markdown ``report.md`` that stages add sections to."""
+"""The main job's report, built only from the files its stages wrote: loss curves, tables, samples.
+
+``build_report(run_dir)`` reads ``RUN/speedrun.json`` (stage times and budgets) and each stage folder's
+``metrics.json`` (plus ``trainer_state.json`` and ``samples.json`` where a stage wrote them), and writes
+``RUN/report.md``, ``RUN/loss_curves.png`` and ``RUN/metrics.json`` (every stage's metrics in one file).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from .hardware import machine_summary
 
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
@@ -54,4 +62,99 @@ def metrics_table(metrics: dict[str, Any], keys: list[str] | None = None) -> str
     return "\n".join(rows)
 
 
-__all__ = ["loss_curves", "metrics_table", "plot_loss_curves"]
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run_section(record: dict[str, Any], pretrain: dict[str, Any] | None) -> str:
+    machine = (pretrain or {}).get("machine") or record["machine"]
+    budget = record.get("budget_minutes")
+    lines = [f"- **Machine**: {machine_summary(machine)}, torch {machine['torch']}"]
+    if pretrain:
+        lines.append(f"- **Precision**: {pretrain['precision']}")
+    lines.append(
+        f"- **Time budget**: {budget:g} min; whole job took {record['total_seconds'] / 60:.1f} min"
+        if budget
+        else f"- **Time budget**: none; whole job took {record['total_seconds'] / 60:.1f} min"
+    )
+    stage_times = []
+    for name, entry in record["stages"].items():
+        if entry["status"] == "done":
+            share = f" (share {entry['budget_seconds']:.0f} s)" if "budget_seconds" in entry else ""
+            stage_times.append(f"{name} {entry['seconds']:.0f} s{share}")
+        else:
+            stage_times.append(
+                f"{name} {entry['status']}" + (f" ({entry['reason']})" if entry.get("reason") else "")
+            )
+    lines.append(f"- **Stages**: {' · '.join(stage_times)}")
+    return "\n".join(lines)
+
+
+def _pretrain_section(metrics: dict[str, Any], stage_dir: Path, run_dir: Path) -> str:
+    budget = metrics.get("budget") or {}
+    size = budget.get("size")
+    lines = [
+        f"- **Model**: {'`' + size['name'] + '` rung, ' if size else ''}{metrics['num_parameters'] / 1e6:.2f}M "
+        f"parameters ({metrics['non_embedding_parameters'] / 1e6:.2f}M non-embedding), context "
+        f"{metrics['block_size']}, vocabulary {metrics['vocab_size']}",
+        f"- **Size chosen by**: {budget.get('size_rule', 'the recipe (no time budget)')}",
+        f"- **Training**: {metrics['max_steps']} steps, {metrics['tokens_seen'] / 1e6:.2f}M tokens seen, "
+        f"{metrics['train_runtime']:.0f} s, final training loss {metrics['train_loss']:.3f}",
+        f"- **Validation** (all {metrics['eval_blocks']} blocks of the held-out split, the run's one "
+        f"validation loss): loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}, "
+        f"{metrics['eval_bits_per_byte']:.3f} bits per byte",
+        f"- **Corpus**: {metrics['corpus']}",
+    ]
+    state = _read_json(stage_dir / "trainer_state.json")
+    if state and (loss_curves(state["log_history"])["train"]):
+        plot_loss_curves(state["log_history"], run_dir / "loss_curves.png", title="ScratchGPT pretraining")
+        lines.append(
+            "\n![loss curves](loss_curves.png)\n\n(The validation points during training use an evenly "
+            "spaced subset of the validation blocks; the number above uses all of them.)"
+        )
+    return "\n".join(lines)
+
+
+def _samples_section(samples: list[dict[str, Any]]) -> str:
+    parts = []
+    for sample in samples:
+        mode = f"**{sample['mode']}**, " if sample.get("mode") else ""
+        parts.append(f"{mode}prompt `{sample['prompt']}`:\n\n```text\n{sample['output']}\n```")
+    return "\n\n".join(parts)
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write ``report.md``, ``loss_curves.png`` and the merged ``metrics.json`` of a main-job run folder."""
+    run_dir = Path(run_dir)
+    record = _read_json(run_dir / "speedrun.json")
+    if record is None:
+        raise FileNotFoundError(
+            f"{run_dir / 'speedrun.json'} is missing: is {run_dir} a main-job run folder?"
+        )
+    all_metrics: dict[str, Any] = {"run": record}
+    sections: list[tuple[str, str]] = []
+    pretrain = None
+    for name, entry in record["stages"].items():
+        stage_dir = Path(entry["output_dir"])
+        metrics = _read_json(stage_dir / "metrics.json")
+        if metrics is None:
+            continue
+        all_metrics[name] = metrics
+        if name == "pretrain":
+            pretrain = metrics
+            sections.append(("Pretraining", _pretrain_section(metrics, stage_dir, run_dir)))
+        else:
+            shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "corpus"}
+            sections.append((name.replace("_", " ").capitalize(), metrics_table(shown)))
+        samples = _read_json(stage_dir / "samples.json")
+        if samples:
+            sections.append((f"{name.replace('_', ' ').capitalize()}: samples", _samples_section(samples)))
+    (run_dir / "metrics.json").write_text(json.dumps(all_metrics, indent=2, default=str) + "\n")
+    parts = ["# ScratchGPT main-job report\n", _run_section(record, pretrain) + "\n"]
+    parts += [f"## {title}\n\n{markdown}\n" for title, markdown in sections]
+    report = run_dir / "report.md"
+    report.write_text("\n".join(parts))
+    return report
+
+
+__all__ = ["build_report", "loss_curves", "metrics_table", "plot_loss_curves"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, load_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.pretraining import DataArguments, ModelArguments, build_model
-from hf_scratchgpt.pretraining import main as pretrain_main
-from hf_scratchgpt.speedrun import STAGES, register_stage, run_speedrun
-from hf_scratchgpt.tokenizer_training import main as train_tokenizer_main
 from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
-REPO = Path(__file__).resolve().parents[1]
+pretrain_main = load_script("training/pretrain.py").main
+train_tokenizer_main = load_script("training/train_tokenizer.py").main
 ANIMALS = ["cat", "dog", "bird", "fox", "cow", "hen"]
 ACTIONS = ["runs", "sleeps", "eats", "jumps", "sings"]
 
@@ -92,7 +91,8 @@ def test_shipped_recipes_parse_and_match_nanogpt():
     for recipe in sorted((REPO / "training" / "configs").glob("*.yaml")):
         # --use_cpu: the GPU recipe would otherwise look for a GPU.
         parse_args(
-            (ModelArguments, DataArguments, ScratchGPTTrainingArguments), ["--config", str(recipe), "--use_cpu", "true"]
+            (ModelArguments, DataArguments, ScratchGPTTrainingArguments),
+            ["--config", str(recipe), "--use_cpu", "true"],
         )
     model_args, data_args, args = parse_args(
         (ModelArguments, DataArguments, ScratchGPTTrainingArguments),
@@ -128,7 +128,11 @@ def test_short_run_lowers_validation_loss_and_saves_a_loadable_model(corpus_file
     assert metrics["eval_perplexity"] == pytest.approx(
         torch.tensor(metrics["eval_loss"]).exp().item(), rel=1e-4
     )
-    # Byte-level tokens: one token per byte, plus an end-of-text token per line.
+    # Byte-level tokens: one byte per scored token (end-of-text tokens are not scored), so bits per byte
+    # is the loss in bits.
+    assert metrics["eval_bits_per_byte"] == pytest.approx(metrics["eval_loss"] / math.log(2), rel=1e-6)
+    assert metrics["eval_tokens"] == metrics["eval_bytes"]
+    assert metrics["precision"] in ("bf16", "fp32") and metrics["machine"]["cpu"]
     assert json.loads((out / "metrics.json").read_text())["eval_loss"] == metrics["eval_loss"]
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples][:3] == [0, 30, 60]
@@ -194,34 +198,25 @@ def test_train_tokenizer_script(corpus_file, tmp_path):
     assert (
         len(tokenizer("The dog sleeps today.")["input_ids"]) < len("The dog sleeps today.") / 2
     )  # merges learned
+    assert json.loads((tmp_path / "tok" / "metrics.json").read_text())["vocab_size"] == 300
 
 
-def test_speedrun_writes_model_metrics_plot_and_report(corpus_file, tmp_path):
-    assert list(STAGES)[:4] == ["tokenizer", "pretrain", "evaluate", "samples"]
-    run_dir = tmp_path / "speedrun"
-    ctx = run_speedrun([
-        "--run_dir", str(run_dir), "--data", str(corpus_file), "--txt_mode", "line", "--tokenizer_vocab_size", "320",
-        "--model_overrides", "n_layer=1,n_embd=32,n_head=2,max_position_embeddings=64", "--block_size", "64",
-        "--max_steps", "12", "--eval_steps", "6", "--logging_steps", "3", "--bf16", "false", "--report_to", "none",
-        "--eval_blocks", "4", "--generation_max_new_tokens", "8", "--disable_tqdm", "true",
-    ])  # fmt: skip
-    assert {p.name for p in run_dir.iterdir()} >= {"tokenizer", "model", "metrics.json", "loss_curves.png",
-                                                   "report.md", "samples.json"}  # fmt: skip
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert (
-        256 < metrics["tokenizer_vocab_size"] == metrics["vocab_size"] <= 320
-    )  # few merges in a tiny corpus
-    assert metrics["reloaded_eval_loss"] > 0 and metrics["eval_loss"] > 0
-    assert set(metrics["stage_seconds"]) == set(STAGES)
-    report = (run_dir / "report.md").read_text()
-    for heading in ("## Tokenizer", "## Pretraining", "## Evaluation of the saved model", "## Samples"):
-        assert heading in report
-    assert (run_dir / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert ctx.model_dir == run_dir / "model"
-    assert (
-        AutoModelForCausalLM.from_pretrained(run_dir / "model").num_parameters() == metrics["num_parameters"]
+def test_tokenizer_is_trained_on_the_train_split_only(tmp_path):
+    # The last tenth of the lines (the tail validation split) is the only place "zqx" occurs.
+    lines = ["the cat sat on the mat"] * 90 + ["zqxzqxzqx zqxzqx zqx"] * 10
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    common = ["--data", str(corpus), "--txt_mode", "line", "--split_mode", "tail", "--vocab_size", "280"]
+    tokenizer = train_tokenizer_main([*common, "--output_dir", str(tmp_path / "tok")])
+    assert not any("zq" in token or "qx" in token for token in tokenizer.get_vocab()), (
+        "validation text leaked"
     )
-    shutil.rmtree(run_dir)
+    assert "Ġmat" in tokenizer.get_vocab() or "at" in tokenizer.get_vocab()
+    # Through the data stage's saved split: the same.
+    load_script("training/prepare_data.py").main([*common[:6], "--output_dir", str(tmp_path / "data")])
+    saved = train_tokenizer_main(["--data", str(tmp_path / "data"), "--vocab_size", "280",
+                                  "--output_dir", str(tmp_path / "tok2")])  # fmt: skip
+    assert saved.get_vocab() == tokenizer.get_vocab()
 
 
 def test_weight_decay_only_on_weight_matrices(tmp_path):
@@ -238,20 +233,6 @@ def test_weight_decay_only_on_weight_matrices(tmp_path):
     assert not any("wte" in n or "norm" in n or "ln_" in n or n.endswith("bias") for n in names), names
     all_params = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert all_params == {id(p) for p in model.parameters()}  # nothing left out of the optimizer
-
-
-def test_register_stage_inserts_after_a_named_stage():
-    def extra(ctx):
-        return None
-
-    try:
-        register_stage("extra", after="pretrain")(extra)
-        assert list(STAGES)[:3] == ["tokenizer", "pretrain", "extra"]
-        with pytest.raises(ValueError, match="no such stage"):
-            register_stage("other", after="missing")(extra)
-    finally:
-        STAGES.pop("extra", None)
-    assert "extra" not in STAGES
 
 
 def test_model_from_a_config_file_with_overrides(tmp_path):
@@ -272,8 +253,10 @@ def test_model_from_a_config_file_with_overrides(tmp_path):
 
 
 def test_a_second_run_in_the_same_folder_starts_a_fresh_samples_file(corpus_file, tmp_path):
-    argv = small_run_argv(corpus_file, tmp_path / "run", "--max_steps", "2")
+    argv = small_run_argv(
+        corpus_file, tmp_path / "run", "--max_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2"
+    )
     pretrain_main(argv)
-    pretrain_main(argv)
+    pretrain_main([*argv, "--overwrite_output_dir", "true"])  # a new run in a used folder must say so
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in samples] == [2]  # only the final evaluation of the second run
+    assert [entry["step"] for entry in samples] == [2]  # only the second run's evaluation

@@ -7,6 +7,7 @@ nanoGPT-style packing: documents are joined with an end-of-text token and cut in
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from datasets import Dataset, Features, IterableDataset, Value
 
 from .sources import _CACHE_VERSION, _MAP_BATCH_SIZE, AnyDataset, DataError, _sha256
 
+logger = logging.getLogger(__name__)
 _INPUT_IDS_FEATURES = Features({"input_ids": datasets.List(Value("int32"))})
 
 #
@@ -152,6 +154,11 @@ def _tokenize(
     # their modification times) and every transform since, or of the table for in-memory data.
     key = _sha256(_CACHE_VERSION, dataset._fingerprint, _tokenizer_fingerprint(tokenizer), eos_token_id)
     directory = _resolve_cache_dir(dataset, cache_dir)
+    cache_file = directory / f"tokenized-{key}.arrow" if directory else None
+    if cache_file is not None and cache_file.is_file():
+        logger.info("tokenized corpus found in the cache: %s", cache_file)
+    else:
+        logger.info("tokenizing %d documents", len(dataset))
     return dataset.map(
         _tokenize_batch,
         batched=True,
@@ -160,7 +167,7 @@ def _tokenize(
         fn_kwargs={"tokenizer": tokenizer, "eos_token_id": eos_token_id},
         features=_INPUT_IDS_FEATURES,
         num_proc=num_proc if num_proc and num_proc > 1 else None,
-        cache_file_name=str(directory / f"tokenized-{key}.arrow") if directory else None,
+        cache_file_name=str(cache_file) if cache_file else None,
         # An explicit fingerprint: datasets need not hash the tokenizer, and the key is stable.
         new_fingerprint=key,
         desc="Tokenizing",
