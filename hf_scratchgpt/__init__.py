@@ -3,8 +3,11 @@
 Importing the package registers model type ``"scratchgpt"`` with ``AutoConfig``, every ``AutoModel*``
 class it has a head for and ``AutoTokenizer`` (by class name), and marks the classes for remote code so that
 ``save_pretrained`` writes the code files next to the weights (loadable with ``trust_remote_code=True``
-where this package is not installed).
+where this package is not installed). When PEFT is installed, it also gets default target modules for
+model type ``"scratchgpt"``.
 """
+
+import importlib.util
 
 from transformers import (
     AutoConfig,
@@ -55,7 +58,35 @@ def _register() -> None:
     ScratchGPTTokenizer.register_for_auto_class("AutoTokenizer")
 
 
+# Modules every recipe has (``gate_proj`` exists only in the SwiGLU MLP); they carry Llama's names.
+_PEFT_TARGETABLE = {"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"}
+
+
+def _register_peft_defaults() -> None:
+    """Give model type "scratchgpt" PEFT's default target modules, so ``LoraConfig(task_type="CAUSAL_LM")``
+    works without ``target_modules`` (PEFT looks them up by ``config.model_type``, as it does for GPT-2).
+
+    Wherever PEFT has Llama defaults (LoRA and the adapters that copy its table, IA3, ...), ScratchGPT gets the
+    same, since its projections have Llama's names; LayerNorm tuning gets GPT-2's norm names. The tables are
+    updated in place: PEFT's tuners hold references to these very dicts. Without the package (remote code),
+    pass ``target_modules="all-linear"``.
+    """
+    if importlib.util.find_spec("peft") is None:
+        return
+    from peft.utils import constants
+
+    for name, mapping in vars(constants).items():
+        if name.startswith("TRANSFORMERS_MODELS_TO_") and isinstance(mapping, dict):
+            llama = mapping.get("llama")
+            if isinstance(llama, list) and set(llama) <= _PEFT_TARGETABLE:
+                mapping.setdefault(ScratchGPTConfig.model_type, list(llama))
+    constants.TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING.setdefault(
+        ScratchGPTConfig.model_type, ["ln_1", "ln_2", "ln_f"]
+    )
+
+
 _register()
+_register_peft_defaults()
 
 __all__ = [
     "PRESETS",
