@@ -55,6 +55,20 @@ def fit_to_context(
             turns = turns[1:]
 
 
+def plan_reply(
+    messages: list[Message], tokenizer: Any, context_length: int, max_new_tokens: int | None = None
+) -> tuple[list[Message], list[int], int]:
+    """Fit a conversation and its reply into the context: returns the kept messages, their prompt ids and
+    how many new tokens the reply may have (``max_new_tokens``, or up to the end of the context if None).
+
+    The reply is promised at least ``min(max_new_tokens, context_length // 4)`` tokens: older turns are
+    dropped to make that room (see `fit_to_context`).
+    """
+    wanted = context_length if max_new_tokens is None else max_new_tokens
+    kept, prompt_ids = fit_to_context(messages, tokenizer, context_length, min(wanted, context_length // 4))
+    return kept, prompt_ids, min(wanted, context_length - len(prompt_ids))
+
+
 def generate_reply(
     model: PreTrainedModel,
     tokenizer: Any,
@@ -67,12 +81,12 @@ def generate_reply(
 ) -> str:
     """The assistant's next turn after ``messages``, without its end-of-turn token.
 
-    ``temperature=0`` decodes greedily. The reply gets at most ``max_new_tokens`` tokens and at least
-    a quarter of the context: older turns are dropped to make that room (see `fit_to_context`).
+    ``temperature=0`` decodes greedily. Older turns are dropped when the conversation and the reply
+    would not fit the context (see `plan_reply`).
     """
-    context_length = model.config.max_position_embeddings
-    reply_room = min(max_new_tokens, context_length // 4)
-    _, prompt_ids = fit_to_context(messages, tokenizer, context_length, reply_room)
+    _, prompt_ids, room = plan_reply(
+        messages, tokenizer, model.config.max_position_embeddings, max_new_tokens
+    )
     input_ids = torch.tensor([prompt_ids], device=model.device)
     sampling = (
         dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if temperature > 0 else {}
@@ -80,7 +94,7 @@ def generate_reply(
     output = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=min(max_new_tokens, context_length - len(prompt_ids)),
+        max_new_tokens=room,
         eos_token_id=stop_token_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         streamer=streamer,
@@ -137,4 +151,4 @@ def run(args: argparse.Namespace) -> int:
         messages.append({"role": "assistant", "content": reply})
 
 
-__all__ = ["add_arguments", "fit_to_context", "generate_reply", "run"]
+__all__ = ["add_arguments", "fit_to_context", "generate_reply", "plan_reply", "run"]
