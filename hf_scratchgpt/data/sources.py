@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -54,6 +55,9 @@ _READ_CHUNK_CHARS = 1 << 22
 # Bytes read per step when checking a .txt file for invalid UTF-8.
 _SCAN_CHUNK_BYTES = 1 << 24
 _TRUE_VALUES = {"1", "true", "yes", "on"}
+# pyarrow's JSON reader, which `datasets` uses for .json/.jsonl, kills the interpreter (segfault, no
+# exception) on a block that starts with a top-level `null`; such records are refused before it runs.
+_NULL_LINE = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r]*null", re.MULTILINE)  # a UTF-8 BOM is skipped too
 _TEXT_FEATURES = Features({"text": Value("string")})
 
 
@@ -157,6 +161,41 @@ def _warn_if_not_utf8(path: Path) -> None:
             UnicodeWarning,
             stacklevel=4,
         )
+
+
+def _refuse_null_records(path: Path) -> None:
+    """Raise a `DataError` for a .json/.jsonl file with a record that is ``null`` (see ``_NULL_LINE``).
+
+    A JSON array is turned into JSON Lines by `datasets` before pyarrow reads it, so its elements count
+    as lines too.
+    """
+    line = 1
+    with path.open("rb") as f:
+        while chunk := f.read(_SCAN_CHUNK_BYTES):
+            if line == 1 and chunk.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+                try:
+                    records = json.loads(chunk + f.read())
+                except ValueError:
+                    return  # not JSON at all: `datasets` reports it, with the file named
+                nulls = (
+                    [i for i, record in enumerate(records) if record is None]
+                    if isinstance(records, list)
+                    else []
+                )
+                if nulls:
+                    raise DataError(
+                        f"{path}: element {nulls[0]} of the JSON array is null, not an object (pyarrow cannot "
+                        'read it). Remove it, or write it as {"text": ...}.'
+                    )
+                return
+            chunk += f.readline()  # end on a line boundary
+            if match := _NULL_LINE.search(chunk):
+                line += chunk.count(b"\n", 0, match.start())
+                raise DataError(
+                    f"{path}: line {line} is null, not a JSON object (pyarrow cannot read it). "
+                    'Remove the line, or write it as {"text": ...}.'
+                )
+            line += chunk.count(b"\n")
 
 
 def _iter_separated_documents(paths: list[str], separator: str) -> Iterator[dict[str, str]]:
@@ -308,6 +347,9 @@ def _load_files(
     for ext, paths in runs:
         origin = str(paths[0]) if len(paths) == 1 else f"{len(paths)} {ext} files starting with {paths[0]}"
         builder, builder_kwargs = _BUILDERS[ext]
+        if builder == "json":
+            for path in paths:
+                _refuse_null_records(path)
         if ext == ".txt":
             for path in paths:
                 _warn_if_not_utf8(path)
@@ -353,9 +395,10 @@ def _load_files(
             raise DataError(f"Could not read {origin} as {ext}: {err.__cause__ or err}") from err
         except ValueError as err:
             # How datasets (and pandas, streaming) say the files held no rows at all.
-            if not any(m in str(err) for m in ("corresponds to no data", "No columns to parse")):
-                raise
-            raise _no_text(origin) from err
+            if any(m in str(err) for m in ("corresponds to no data", "No columns to parse")):
+                raise _no_text(origin) from err
+            # Anything else is the file's content (pyarrow's ArrowInvalid, pandas' ParserError, bad UTF-8).
+            raise DataError(f"Could not read {origin} as {ext}: {err}") from err
         parts.append(_to_text_column(part, text_column, origin))
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
