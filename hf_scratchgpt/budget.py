@@ -100,9 +100,10 @@ def non_embedding_parameters(config: Any) -> int:
     kv = config.num_key_value_heads * config.head_dim
     attention = d * d * 2 + d * kv * 2  # q, o and k, v projections
     mlp = d * config.intermediate_size * (3 if config.mlp_type == "swiglu" else 2)
-    biases = (2 * d + 2 * kv + config.intermediate_size + d + 4 * d) if config.bias else 0
-    norms = 2 * d * (1 if config.norm_type == "rmsnorm" else 2)
-    return layers * (attention + mlp + biases + norms)
+    biases = (2 * d + 2 * kv + config.intermediate_size + d) if config.bias else 0
+    norm = d * (1 if config.norm_type == "rmsnorm" else 2)  # gain (and LayerNorm's bias)
+    qk_norm = 2 * config.head_dim if config.qk_norm else 0
+    return layers * (attention + mlp + biases + 2 * norm + qk_norm) + norm  # + the final norm
 
 
 def training_flops_per_token(config: Any, context: int) -> float:
