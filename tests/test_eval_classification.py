@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config, tiny_model
-from test_eval_harness import PlantedScorer
+from test_eval_harness import PlantedScorer, one_thread  # noqa: F401  (autouse)
 
 from hf_scratchgpt import ScratchGPTForSequenceClassification
 from hf_scratchgpt.evaluation.classification import (

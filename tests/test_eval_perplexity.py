@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model
+from test_eval_harness import one_thread  # noqa: F401  (autouse)
 
 from hf_scratchgpt.data import load_text_dataset
 from hf_scratchgpt.evaluation.perplexity import perplexity, sliding_windows

@@ -1,0 +1,126 @@
+"""Instruction following: answer held-out instructions, score with ROUGE-L, exact match and an LLM judge.
+
+Usage:
+    python eval/instruction_following.py --model_name_or_path outputs/sft/merged \
+        --dataset_name ../shared/data/instruction/instruction-data.json --limit 20 \
+        --output_dir outputs/eval/instruction
+    # with a local judge model (any chat model folder or Hub id)
+    ... --judge_model_name_or_path Qwen/Qwen2.5-0.5B-Instruct
+    # with any OpenAI-compatible endpoint; the key comes from $OPENAI_API_KEY (or --judge_api_key_env)
+    ... --judge_url http://127.0.0.1:8000/v1 --judge_model my-judge
+
+The held-out set is the SFT stage's (same --dataset_name, --validation_fraction, --seed and
+--system_prompt as training/sft.py). Answers are greedy and stop at the end of the assistant's turn.
+Without a judge only ROUGE-L and exact match are computed, with a notice. Writes OUTPUT_DIR/samples.json
+(per item: prompt, output, reference, rouge_l, exact_match, judge_reply, judge_score), results.json
+(means with 95% confidence intervals), results.md and, last, metrics.json (flat).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
+from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.evaluation.harness import default_device
+from hf_scratchgpt.evaluation.instruction import (
+    generate_answers,
+    load_held_out_instructions,
+    score_answers,
+    summarize,
+    summary_table,
+)
+from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InstructionEvalArguments:
+    model_name_or_path: str = field(
+        metadata={"help": "Chat model folder or Hub id (e.g. outputs/sft/merged)."}
+    )
+    dataset_name: str = field(
+        metadata={"help": "Instruction data: Hub id or .json/.jsonl file (as for SFT)."}
+    )
+    output_dir: str = field(metadata={"help": "Where samples.json, results.json and metrics.json go."})
+    dataset_config: str | None = None
+    dataset_train_split: str = "train"
+    validation_fraction: float = field(default=0.1, metadata={"help": "The SFT stage's held-out share."})
+    seed: int = field(default=42, metadata={"help": "The SFT stage's seed (its held-out rows)."})
+    system_prompt: str | None = None
+    limit: int | None = field(default=None, metadata={"help": "Answer only the first N held-out items."})
+    max_new_tokens: int = 128
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
+    trust_remote_code: bool = False
+    judge_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A local chat model as judge."}
+    )
+    judge_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL (.../v1)."})
+    judge_model: str | None = field(default=None, metadata={"help": "Model name at --judge_url."})
+    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env variable with the key."})
+
+
+def load_judge(args: InstructionEvalArguments):
+    if args.judge_url and args.judge_model_name_or_path:
+        raise ValueError(
+            "Pass either --judge_url (with --judge_model) or --judge_model_name_or_path, not both."
+        )
+    if args.judge_url:
+        if not args.judge_model:
+            raise ValueError("--judge_url needs --judge_model (the model name the endpoint serves).")
+        return OpenAIJudge(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env)
+    if args.judge_model_name_or_path:
+        return LocalJudge(args.judge_model_name_or_path, trust_remote_code=args.trust_remote_code)
+    logger.warning(
+        "No judge given (--judge_model_name_or_path or --judge_url): ROUGE-L and exact match only."
+    )
+    return None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = parse_args((InstructionEvalArguments,), argv)
+    judge = load_judge(args)
+
+    examples = load_held_out_instructions(
+        args.dataset_name,
+        limit=args.limit,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        system_prompt=args.system_prompt,
+        split=args.dataset_train_split,
+        config=args.dataset_config,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(
+        args.model_name_or_path, trust_remote_code=args.trust_remote_code
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        args.model_name_or_path, trust_remote_code=args.trust_remote_code
+    )
+    model.to(args.device or default_device())
+    items = score_answers(generate_answers(model, tokenizer, examples, args.max_new_tokens))
+    if judge is not None:
+        items = judge_answers(judge, items)
+
+    summary = summarize(items)
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "samples.json").write_text(json.dumps(items, indent=2, ensure_ascii=False))
+    results = {"model": args.model_name_or_path, "judge": args.judge_model or args.judge_model_name_or_path,
+               "scores": summary}  # fmt: skip
+    (output / "results.json").write_text(json.dumps(results, indent=2))
+    (output / "results.md").write_text(summary_table(summary))
+    print(summary_table(summary))
+
+    metrics = {f"{key}/{stat}": value for key, stats in summary.items() for stat, value in stats.items()}
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
