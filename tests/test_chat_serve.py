@@ -50,7 +50,7 @@ def chat_model(tmp_path_factory, one_thread) -> Path:
     sft.main([
         "--model_name_or_path", str(work / "base"), "--dataset_name", str(work / "data.json"),
         "--output_dir", str(work / "sft"), "--max_steps", "40", "--learning_rate", "3e-3",
-        "--lr_scheduler_type", "constant", "--per_device_train_batch_size", "4", "--packing", "false",
+        "--lr_scheduler_type", "constant", "--per_device_train_batch_size", "4",
         "--precision", "fp32", "--save_strategy", "no", "--disable_tqdm", "true", "--num_samples", "1",
         "--sample_max_new_tokens", "8", "--system_prompt", SYSTEM["content"],
     ])  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from conftest import TRAINING_TEXT, tiny_config
 from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.chat import generate_reply
@@ -76,6 +76,14 @@ def alpaca_file(tmp_path_factory) -> Path:
     return path
 
 
+def chat_prompt(tokenizer, text: str) -> torch.Tensor:
+    """The ids of a one-question conversation, ready for the assistant's answer."""
+    conversation = [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(
+        conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
+
+
 def tiny_gpt2_folder(folder: Path) -> Path:
     """A random GPT2LMHeadModel saved with OpenAI-style vocab.json / merges.txt (end of text last, as in GPT-2)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,9 +122,8 @@ def test_alpaca_rows_become_user_and_assistant_turns():
         ]
     }
     pairs = Dataset.from_list([{"prompt": "Hi", "completion": "Hello"}])
-    assert to_messages(pairs)[0]["messages"] == [
-        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}
-    ]  # fmt: skip
+    expected = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert to_messages(pairs)[0]["messages"] == expected
 
 
 def test_preference_rows_become_dpo_format_and_bad_layouts_are_named(shared_data):
@@ -142,8 +149,9 @@ def sft_trainer(model, tokenizer, rows, tmp_path, **overrides):
 
     from hf_scratchgpt.finetuning.instruction_tuning import SFTArguments, cap_max_length
 
-    args = SFTArguments(output_dir=str(tmp_path), precision="fp32", per_device_train_batch_size=len(rows),
-                        **overrides)  # fmt: skip
+    args = SFTArguments(
+        output_dir=str(tmp_path), precision="fp32", per_device_train_batch_size=len(rows), **overrides
+    )
     cap_max_length(args, model)
     dataset = to_messages(Dataset.from_list(rows))
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
@@ -167,7 +175,9 @@ def test_packed_sft_equals_padded_sft_on_the_gpt2_recipe(base_model_dir, chat_to
         trainer = sft_trainer(model, chat_tokenizer, ALPACA_ROWS, tmp_path, packing=packing)
         rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
         batch = trainer.data_collator(rows)
-        if packing:  # best-fit packing put all four conversations in one row with restarting positions
+        if (
+            packing
+        ):  # padding-free: the packed rows are flattened into one, positions restart per conversation
             assert batch["input_ids"].shape[0] == 1 and (batch["position_ids"] == 0).sum() == len(QA)
         with torch.no_grad():
             losses[packing] = model(**batch).loss.item()
@@ -176,8 +186,7 @@ def test_packed_sft_equals_padded_sft_on_the_gpt2_recipe(base_model_dir, chat_to
 
 # --- end to end ---------------------------------------------------------------------------------------------------
 
-# TODO(packed rows): drop "--packing false" once the model checks positions, not row length, against its context.
-FAST = ["--packing", "false", "--precision", "fp32", "--logging_steps", "5", "--disable_tqdm", "true", "--save_strategy", "no",
+FAST = ["--precision", "fp32", "--logging_steps", "5", "--disable_tqdm", "true", "--save_strategy", "no",
         "--num_samples", "2", "--sample_max_new_tokens", "12", "--validation_fraction", "0.1"]  # fmt: skip
 
 
@@ -195,17 +204,13 @@ def test_sft_learns_to_answer_and_stops_at_the_end_of_its_turn(base_model_dir, a
     assert len(json.loads((out / "samples.json").read_text())) == 2
 
     model = AutoModelForCausalLM.from_pretrained(out / "merged")
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(out / "merged")
     assert model.generation_config.eos_token_id == [
         tokenizer.eos_token_id,
         tokenizer.convert_tokens_to_ids("<|im_end|>"),
     ]
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)  # fmt: skip
-    output = model.generate(**prompt, max_new_tokens=20, do_sample=False)
-    new_tokens = output[0, prompt["input_ids"].shape[1] :].tolist()
+    prompt = chat_prompt(tokenizer, "Name a colour.")
+    new_tokens = model.generate(prompt, max_new_tokens=20, do_sample=False)[0, prompt.shape[1] :]
     assert tokenizer.decode(new_tokens) == "Blue.<|im_end|>"  # stopped at the end of its turn
     assert (
         generate_reply(model, tokenizer, [{"role": "user", "content": "Say hello."}], temperature=0)
@@ -244,9 +249,7 @@ def test_gpt2_start_converts_and_a_lora_sft_merges_exactly(tmp_path, alpaca_file
         out
     ).eval()  # base: the converted model in OUTPUT_DIR/base
     merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
-    conversation = [{"role": "user", "content": "Say hello."}]
-    probe = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, return_tensors="pt",
-                                          return_dict=True)["input_ids"]  # fmt: skip
+    probe = chat_prompt(tokenizer, "Say hello.")
     with torch.no_grad():
         adapter_logits, merged_logits = adapter(probe).logits, merged(probe).logits
         base_logits = model(probe).logits

@@ -158,7 +158,7 @@ def load_instruction_dataset(
     if path.suffix.lower() in _BUILDERS or path.exists():
         if not path.is_file():
             raise DataError(
-                f"Instruction data file {source} does not exist (pass a .json/.jsonl file or a Hub id)."
+                f"Instruction data {source} is not a file: pass a .json, .jsonl, .csv or .parquet file or a Hub id."
             )
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
