@@ -1,0 +1,268 @@
+"""Classification fine-tuning: the data steps and metrics of hf_scratchgpt.finetuning.classification, and
+training/finetune_classifier.py end to end on a tiny model (full, last-N-blocks and LoRA)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from datasets import Dataset, DatasetDict
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from hf_scratchgpt import ScratchGPTForCausalLM
+from hf_scratchgpt.data import DataError
+from hf_scratchgpt.finetuning.classification import (
+    classification_metrics,
+    encode_labels,
+    infer_label_names,
+    load_labelled_splits,
+    select_text_and_label,
+    split_labelled,
+    tokenize_for_classification,
+)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "training" / "finetune_classifier.py"
+# A separable toy task: the label is which word list a text's words come from.
+WORDS = {"pos": ["sun", "joy", "gold", "smile", "warm"], "neg": ["rain", "grey", "cold", "mud", "gloom"]}
+FAST_TRAINING = ["--precision", "fp32", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
+                 "--disable_tqdm", "true", "--per_device_train_batch_size", "16", "--seed", "0"]  # fmt: skip
+
+
+def finetune_main(argv: list[str]) -> dict:
+    if "finetune_classifier" not in sys.modules:  # dataclass type hints resolve through sys.modules
+        spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
+        sys.modules["finetune_classifier"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["finetune_classifier"].main(argv)
+
+
+def toy_rows(n: int, seed: int, positive_share: float = 0.3) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = "pos" if rng.random() < positive_share else "neg"
+        rows.append({"text": " ".join(rng.choices(WORDS[label], k=rng.randint(2, 6))), "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Models this small gain nothing from a second thread, and on a busy machine (these CI boxes share
+    2 cores) the threads' spin-waits made one training step 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base_model(tokenizer, tmp_path_factory) -> Path:
+    """A tiny causal LM (random init) saved with its tokenizer, as a pretraining run would leave it."""
+    torch.manual_seed(0)
+    config = tiny_config("gpt2", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+                         initializer_range=0.02)  # fmt: skip
+    folder = tmp_path_factory.mktemp("base")
+    ScratchGPTForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def toy_files(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("toy")
+    return {split: write_jsonl(folder / f"{split}.jsonl", toy_rows(n, seed))
+            for split, n, seed in (("train", 240, 0), ("validation", 40, 1), ("test", 60, 2))}  # fmt: skip
+
+
+def test_classifier_beats_majority_class_and_loads_in_a_pipeline(base_model, toy_files, tmp_path):
+    out = tmp_path / "classifier"
+    metrics = finetune_main([
+        "--model_name_or_path", str(base_model), "--train_file", toy_files["train"],
+        "--validation_file", toy_files["validation"], "--test_file", toy_files["test"],
+        "--output_dir", str(out), "--max_steps", "40", "--learning_rate", "3e-3", *FAST_TRAINING,
+    ])  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert metrics["label_names"] == ["neg", "pos"]
+    assert metrics["test_majority_class_accuracy"] < 0.8
+    assert metrics["test_accuracy"] >= 0.95 > metrics["test_majority_class_accuracy"]
+    assert sum(map(sum, metrics["test_confusion_matrix"])) == metrics["test_samples"] == 60
+    assert {"test_f1", "test_precision_pos", "test_recall_neg", "eval_accuracy"} <= set(metrics)
+
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "neg", 1: "pos"} and model.config.pad_token_id is not None
+    classify = pipeline("text-classification", model=str(out))
+    assert classify(["sun joy gold warm", "rain mud cold grey"])[0]["label"] == "pos"
+    samples = json.loads((out / "samples.json").read_text())
+    assert samples and {"prompt", "output"} == set(samples[0])
+
+
+def test_lora_adapter_saves_head_and_reloads_with_identical_logits(base_model, toy_files, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+
+    out = tmp_path / "lora"
+    metrics = finetune_main([
+        "--model_name_or_path", str(base_model), "--train_file", toy_files["train"],
+        "--validation_file", toy_files["validation"], "--test_file", toy_files["test"],
+        "--use_peft", "true", "--lora_r", "4", "--output_dir", str(out), "--max_steps", "8",
+        "--learning_rate", "1e-2", *FAST_TRAINING,
+    ])  # fmt: skip
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert any("score" in name for name in adapter), "the new head must be saved with the adapter"
+    assert any("lora_B" in name and tensor.abs().sum() > 0 for name, tensor in adapter.items())
+
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
+    merged = AutoModelForSequenceClassification.from_pretrained(out / "merged").eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    test = [json.loads(line) for line in Path(toy_files["test"]).read_text().splitlines()]
+    batch = tokenizer([row["text"] for row in test], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = reloaded(**batch).logits
+        torch.testing.assert_close(logits, merged(**batch).logits, atol=1e-5, rtol=1e-5)
+    labels = np.array([merged.config.label2id[row["label"]] for row in test])
+    assert (logits.argmax(-1).numpy() == labels).mean() == pytest.approx(metrics["test_accuracy"])
+
+
+def test_last_blocks_mode_leaves_earlier_blocks_unchanged(base_model, toy_files, tmp_path):
+    out = tmp_path / "last1"
+    metrics = finetune_main([
+        "--model_name_or_path", str(base_model), "--train_file", toy_files["train"],
+        "--trainable_layers", "1", "--output_dir", str(out), "--max_steps", "3", "--learning_rate", "1e-2",
+        *FAST_TRAINING,
+    ])  # fmt: skip
+    before = load_file(base_model / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    frozen = [
+        name for name in after if name.startswith(("transformer.h.0.", "transformer.wte", "transformer.wpe"))
+    ]
+    trained = [name for name in after if name.startswith(("transformer.h.1.", "transformer.ln_f"))]
+    assert frozen and trained
+    for name in frozen:
+        torch.testing.assert_close(after[name], before[name], atol=0, rtol=0)
+    assert all(not torch.equal(after[name], before[name]) for name in trained if name.endswith("weight"))
+    expected = sum(after[n].numel() for n in trained) + after["score.weight"].numel()
+    assert metrics["trainable_parameters"] == expected
+    # Without validation/test files the 240 rows were split 70/10/20.
+    assert metrics["test_samples"] == 48 and metrics["train_samples"] + metrics["eval_samples"] == 192
+    assert metrics["eval_samples"] in (24, 25)
+
+
+def test_headerless_tsv_gives_label_names_and_a_balanced_stratified_split(tmp_path):
+    lines = [f"ham\tsee you at {i} o'clock" for i in range(80)] + [
+        f'spam\t"WIN" prize {i} now' for i in range(20)
+    ]
+    path = tmp_path / "sms.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    raw = load_labelled_splits(train_file=str(path), headerless_label_text=True)
+    labelled = select_text_and_label(raw, None, None)
+    assert labelled["train"][80] == {"text": '"WIN" prize 0 now', "label": "spam"}  # quotes kept as text
+    names = infer_label_names(labelled["train"])
+    assert names == ["ham", "spam"]
+    splits = split_labelled(encode_labels(labelled, names), seed=3, balance_classes="undersample")
+    sizes = {split: len(data) for split, data in splits.items()}
+    assert sizes == {"train": 28, "validation": 4, "test": 8}  # 20 + 20 after undersampling, 70/10/20
+    for data in splits.values():
+        assert sorted(data["label"]).count(0) == len(data) // 2
+    again = split_labelled(encode_labels(labelled, names), seed=3, balance_classes="undersample")
+    assert again["test"]["text"] == splits["test"]["text"]
+
+
+def test_numeric_labels_sort_as_numbers():
+    train = Dataset.from_dict({"label": ["10", "2", "1", "2"], "text": list("abcd")})
+    assert infer_label_names(train) == ["1", "2", "10"]
+
+
+def test_shared_sms_spam_file_reads_every_message(shared_data):
+    raw = load_labelled_splits(
+        train_file=str(shared_data / "classification" / "sms_spam.tsv"), headerless_label_text=True
+    )
+    labels = raw["train"]["label"]
+    assert (len(labels), labels.count("ham"), labels.count("spam")) == (5574, 4827, 747)
+
+
+def test_unknown_label_in_validation_names_the_value():
+    splits = DatasetDict({
+        "train": Dataset.from_dict({"text": ["a", "b"], "label": ["ham", "spam"]}),
+        "validation": Dataset.from_dict({"text": ["c", "d"], "label": ["ham", "eggs"]}),
+    })  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"validation data has label value\(s\) \{'eggs': 1\}.*\['ham', 'spam'\]"
+    ):
+        encode_labels(splits, ["ham", "spam"])
+
+
+def test_empty_class_and_single_class_are_refused():
+    train = Dataset.from_dict({"text": ["a", "b"], "label": ["ham", "ham"]})
+    with pytest.raises(DataError, match=r"\['spam'\] have no training example"):
+        infer_label_names(train, ["ham", "spam"])
+    with pytest.raises(DataError, match="at least two classes"):
+        infer_label_names(train)
+
+
+def test_missing_columns_are_named_with_the_columns_that_exist():
+    raw = DatasetDict({"train": Dataset.from_dict({"review": ["a"], "stars": [1]})})
+    with pytest.raises(DataError, match="The test data has no rows"):
+        select_text_and_label(DatasetDict(test=raw["train"].select([])), "review", "stars")
+    with pytest.raises(DataError, match=r"no label column 'label'; its columns are \['review', 'stars'\]"):
+        select_text_and_label(raw, "review", None)
+    with pytest.raises(
+        DataError, match=r"no text column\(s\) \['body'\]; its columns are \['review', 'stars'\]"
+    ):
+        select_text_and_label(raw, "body", "stars")
+    with pytest.raises(DataError, match=r"none of the default text columns.*\['review', 'stars'\]"):
+        select_text_and_label(raw, None, "stars")
+
+
+def test_unknown_label_stops_the_script_before_training(base_model, toy_files, tmp_path):
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [{"text": "sun", "label": "pos"}, {"text": "x", "label": "meh"}]
+    )
+    with pytest.raises(DataError, match="meh"):
+        finetune_main(["--model_name_or_path", str(base_model), "--train_file", toy_files["train"],
+                       "--test_file", bad, "--output_dir", str(tmp_path / "out"), *FAST_TRAINING])  # fmt: skip
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_texts_longer_than_the_context_are_cut_with_one_warning(tokenizer, caplog):
+    texts = ["short text", "word " * 100, "another " * 80, "ok"]
+    splits = encode_labels(
+        DatasetDict({"train": Dataset.from_dict({"text": texts, "label": ["a", "b", "a", "b"]}),
+                     "test": Dataset.from_dict({"text": ["long " * 90], "label": ["a"]})}), ["a", "b"],
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        tokenized, length = tokenize_for_classification(splits, tokenizer, context_length=64)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert length == 64
+    assert len(warnings) == 1 and "3 of 5 texts (train 2, test 1) are longer than 64 tokens" in warnings[0]
+    assert max(len(ids) for ids in tokenized["train"]["input_ids"]) == 64
+    assert tokenized["train"]["input_ids"][0] == tokenizer("short text")["input_ids"]
+
+    caplog.clear()
+    short = DatasetDict({split: data.select([0]) for split, data in splits.items()}).map(
+        lambda _: {"text": "ok"}
+    )
+    with caplog.at_level(logging.WARNING):
+        _, fitted = tokenize_for_classification(short, tokenizer, 64)
+    assert fitted == len(tokenizer("ok")["input_ids"]) and not caplog.records
+
+
+def test_metrics_match_hand_counts():
+    metrics = classification_metrics([0, 0, 1, 1, 1], [0, 1, 1, 1, 0], ["neg", "pos"])
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    assert metrics["precision_pos"] == pytest.approx(2 / 3) and metrics["recall_pos"] == pytest.approx(2 / 3)
+    assert metrics["precision_neg"] == pytest.approx(1 / 2) and metrics["recall_neg"] == pytest.approx(1 / 2)
+    assert metrics["f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
