@@ -74,6 +74,7 @@ TRAINING_ROWS = {
     "block_size": ("sequence length", "tokens"),
     "train_runtime": ("training time", "s"),
     "train_samples_per_second": ("throughput", "sequences/s"),
+    "world_size": ("processes", ""),
     "precision": ("precision", ""),
     "train_loss": ("mean training loss", "nats/token"),
     "eval_loss": ("validation loss", "nats/token"),
@@ -158,11 +159,12 @@ def _lm_eval_scores(data: dict[str, Any]) -> Iterable[tuple[str, str, str, Any, 
     """(task, metric, filter, value, stderr) for every score in lm-eval's ``results``."""
     for task, scores in data["results"].items():
         for key, value in scores.items():
-            metric, _, filter_name = key.partition(",")
-            if not _is_number(value) or metric.endswith("_stderr"):
+            metric, comma, filter_name = key.partition(",")
+            # Scores are "metric,filter"; comma-less keys ("sample_len", "alias") are bookkeeping.
+            if not comma or not _is_number(value) or metric.endswith("_stderr"):
                 continue
-            stderr = scores.get(f"{metric}_stderr,{filter_name}" if filter_name else f"{metric}_stderr")
-            yield task, metric, filter_name or "none", value, stderr if _is_number(stderr) else None
+            stderr = scores.get(f"{metric}_stderr,{filter_name}")
+            yield task, metric, filter_name, value, stderr if _is_number(stderr) else None
 
 
 def eval_results_to_model_index(eval_results: Any, task_type: str = "text-generation") -> list[EvalResult]:
@@ -252,7 +254,12 @@ def count_parameters(model_dir: str | Path) -> int | None:
     return total
 
 
-def _model_section(config: dict[str, Any], adapter: dict[str, Any], num_parameters: int | None) -> str:
+def _model_section(
+    config: dict[str, Any],
+    adapter: dict[str, Any],
+    num_parameters: int | None,
+    non_embedding: int | None = None,
+) -> str:
     parts = []
     if config:
         rows = [(label, _fmt(config[key])) for key, label in ARCHITECTURE_ROWS.items() if key in config
@@ -264,7 +271,8 @@ def _model_section(config: dict[str, Any], adapter: dict[str, Any], num_paramete
         parts.append((f"An adapter on **{base}**.\n\n" if base else "") + _table(rows, ("adapter", "")))
     if num_parameters:
         what = "trainable adapter parameters" if adapter and not config else "parameters"
-        parts.append(f"**{num_parameters:,} {what}** ({num_parameters / 1e6:.2f} M).")
+        extra = f", {non_embedding:,} outside the embeddings" if non_embedding else ""
+        parts.append(f"**{num_parameters:,} {what}** ({num_parameters / 1e6:.2f} M{extra}).")
     return "\n\n".join(parts)
 
 
@@ -318,11 +326,9 @@ def _evaluation_tables(eval_results: Any) -> list[str]:
                              f"{_fmt(stderr) if stderr is not None else ''} | "
                              f"{_fmt(guess) if guess is not None else ''} | {count} |")  # fmt: skip
             limit = (data.get("config") or {}).get("limit")
-            if limit:
-                lines += [
-                    "",
-                    f"At most {limit} examples per task (`--limit`): a quick check, not a full benchmark.",
-                ]
+            if limit:  # lm-eval's --limit: a count, or a fraction of each task when below 1
+                share = f"{limit:.0%} of the examples" if limit < 1 else f"At most {_fmt(limit)} examples"
+                lines += ["", f"{share} per task (`--limit`): a quick check, not a full benchmark."]
             tables.append("\n".join(lines))
         else:
             rows = [(f"`{key}`", _fmt(value)) for key, value in data.items()
@@ -351,7 +357,8 @@ def render_sections(
     config = load_json(config) if config is not None else {}
     adapter = load_json(adapter_config) if adapter_config is not None else {}
     num_parameters = num_parameters or metrics.get("num_parameters")
-    sections = [("Model", _model_section(config, adapter, num_parameters))]
+    non_embedding = metrics.get("non_embedding_parameters")
+    sections = [("Model", _model_section(config, adapter, num_parameters, non_embedding))]
 
     data_rows = [
         (label, _fmt(metrics[key], unit)) for key, (label, unit) in DATA_ROWS.items() if key in metrics
@@ -393,7 +400,9 @@ def _plot_loss_curve(model_dir: Path) -> str | None:
         try:
             from .report import plot_loss_curves
 
-            plot_loss_curves(json.loads(state.read_text())["log_history"], image, title="Training loss")
+            plot_loss_curves(
+                json.loads(state.read_text())["log_history"], image, title="Training and validation loss"
+            )
         except (ImportError, KeyError, ValueError):  # no matplotlib, or nothing logged yet
             return None
     return image.name if image.is_file() else None

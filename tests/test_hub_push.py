@@ -165,6 +165,9 @@ def test_push_is_one_commit_of_the_folder_with_the_card(online, model_folder):
     assert online.commit_sha("model", "alice/tiny", "v2") == branch.oid
     assert online.commit_sha("model", "alice/tiny") == info.oid
 
+    push_model_folder(model_folder, "alice/tiny-private", token=WRITE, private=True)
+    assert online.repos[("model", "alice/tiny-private")].private
+
 
 def test_failed_commit_or_upload_leaves_the_repo_at_its_last_commit(online, model_folder, tmp_path):
     push_model_folder(model_folder, "alice/atomic", token=WRITE)
