@@ -39,6 +39,9 @@ PIPELINE_TAGS = {
     "ForTokenClassification": "token-classification",
     "ForQuestionAnswering": "question-answering",
 }
+AUTO_CLASSES = {"text-generation": "AutoModelForCausalLM", "text-classification": "AutoModelForSequenceClassification",
+                "token-classification": "AutoModelForTokenClassification",
+                "question-answering": "AutoModelForQuestionAnswering"}  # fmt: skip
 PEFT_PIPELINE_TAGS = {"CAUSAL_LM": "text-generation", "SEQ_CLS": "text-classification",
                       "TOKEN_CLS": "token-classification", "QUESTION_ANS": "question-answering"}  # fmt: skip
 
@@ -91,7 +94,7 @@ DATA_ROWS = {
 }
 # Keys of a flat evaluation JSON that describe the run rather than score the model.
 _NOT_A_SCORE = re.compile(
-    r"runtime|per_second|seconds|^num_|samples$|steps$|^epoch$|flos|^limit$|^seed$|random_baseline$"
+    r"runtime|per_second|seconds|^num_|samples$|steps$|^epoch$|flos|^limit$|^seed$|baseline|majority_class"
 )
 _HUB_DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -101,15 +104,23 @@ class CardError(ValueError):
 
 
 def load_json(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON object from a dict, a ``.json`` file, or a folder holding ``results.json``/``metrics.json``."""
+    """A JSON object from a dict, a ``.json`` file, or an evaluation stage's folder.
+
+    In a folder, lm-eval's ``results.json`` is read when it has lm-eval's layout, else the stage's flat
+    ``metrics.json`` (other harnesses nest their results.json per method), else ``results.json``.
+    """
     if isinstance(source, Mapping):
         return dict(source)
     path = Path(source)
     if path.is_dir():
-        found = [path / name for name in ("results.json", "metrics.json") if (path / name).is_file()]
-        if not found:
+        results, metrics = path / "results.json", path / "metrics.json"
+        if not results.is_file() and not metrics.is_file():
             raise CardError(f"{path} holds neither results.json nor metrics.json.")
-        path = found[0]
+        if results.is_file() and (
+            not metrics.is_file() or isinstance(load_json(results).get("results"), dict)
+        ):
+            return load_json(results)
+        path = metrics
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
@@ -155,6 +166,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _flat_scores(data: dict[str, Any]) -> dict[str, Any]:
+    """The scores of a flat JSON: its numbers that are not bookkeeping; held-out ``test_*`` ones when present
+    (a fine-tuning stage also reports its training and validation loss)."""
+    scores = {key: value for key, value in data.items() if _is_number(value) and not _NOT_A_SCORE.search(key)}
+    test = {key.removeprefix("test_"): value for key, value in scores.items() if key.startswith("test_")}
+    return test or scores
+
+
 def _lm_eval_scores(data: dict[str, Any]) -> Iterable[tuple[str, str, str, Any, Any]]:
     """(task, metric, filter, value, stderr) for every score in lm-eval's ``results``."""
     for task, scores in data["results"].items():
@@ -193,19 +212,18 @@ def eval_results_to_model_index(eval_results: Any, task_type: str = "text-genera
                 )
             continue
         dataset = str(data.get("dataset") or name)
-        for key, value in data.items():
-            if _is_number(value) and not _NOT_A_SCORE.search(key):
-                # "task/metric" keys (a flat view of several tasks) keep their task as the dataset name.
-                task, _, metric = key.rpartition("/")
-                results.append(
-                    EvalResult(
-                        task_type=task_type,
-                        dataset_type=dataset if _HUB_DATASET.match(dataset) else (task or name),
-                        dataset_name=task or name,
-                        metric_type=metric,
-                        metric_value=value,
-                    )
+        for key, value in _flat_scores(data).items():
+            # "task/metric" keys (a flat view of several tasks or methods) keep their task as the dataset name.
+            task, _, metric = key.rpartition("/")
+            results.append(
+                EvalResult(
+                    task_type=task_type,
+                    dataset_type=dataset if _HUB_DATASET.match(dataset) else (task or name),
+                    dataset_name=task or name,
+                    metric_type=metric,
+                    metric_value=value,
                 )
+            )
     return results
 
 
@@ -331,8 +349,10 @@ def _evaluation_tables(eval_results: Any) -> list[str]:
                 lines += ["", f"{share} per task (`--limit`): a quick check, not a full benchmark."]
             tables.append("\n".join(lines))
         else:
-            rows = [(f"`{key}`", _fmt(value)) for key, value in data.items()
-                    if _is_number(value) and not _NOT_A_SCORE.search(key)]  # fmt: skip
+            rows = [(f"`{key}`", _fmt(value)) for key, value in _flat_scores(data).items()]
+            # Baselines (random guess, majority class) go beside the scores, never into the model-index.
+            rows += [(f"`{key}` (baseline)", _fmt(value)) for key, value in data.items()
+                     if _is_number(value) and re.search("baseline|majority_class", key)]  # fmt: skip
             if rows:
                 tables.append(f"**{name}**\n\n" + _table(rows, ("metric", "value")))
     return tables
@@ -474,6 +494,8 @@ def build_model_card(
         model_name=model_name,
         sections=sections,
         is_adapter=bool(adapter),
+        is_scratchgpt=config.get("model_type", "scratchgpt") == "scratchgpt",
+        auto_class=AUTO_CLASSES.get(pipeline_tag or "", "AutoModel"),
         description=description,
         corpus=metrics.get("corpus"),
     )

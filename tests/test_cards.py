@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_model
+from conftest import tiny_config, tiny_model
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 
+from hf_scratchgpt import ScratchGPTForSequenceClassification
 from hf_scratchgpt.cards import (
     REPO_PLACEHOLDER,
     CardError,
@@ -189,3 +190,28 @@ def test_example_card_in_model_cards_is_what_the_template_renders_today():
     assert rendered == (EXAMPLE / "README.md").read_text(encoding="utf-8"), (
         "The example card is stale: regenerate it with the command in model_cards/README.md."
     )
+
+
+def test_classifier_card_takes_the_test_scores_and_keeps_baselines_out_of_the_model_index(tmp_path):
+    folder = tmp_path / "classifier"
+    ScratchGPTForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(folder)
+    stage = {"train_loss": 0.3, "eval_loss": 0.2, "eval_accuracy": 0.9, "test_accuracy": 0.875, "test_f1": 0.8,
+             "test_majority_class_accuracy": 0.5, "test_confusion_matrix": [[7, 1], [1, 7]], "test_runtime": 1.5}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(stage))
+    # An evaluation folder whose results.json is not lm-eval's: its flat metrics.json is read instead.
+    side_by_side = tmp_path / "eval" / "sms"
+    side_by_side.mkdir(parents=True)
+    (side_by_side / "results.json").write_text(json.dumps({"zero_shot": {"accuracy": 0.5, "per_class": {}}}))
+    (side_by_side / "metrics.json").write_text(
+        json.dumps({"zero_shot/accuracy": 0.5, "random_baseline": 0.5})
+    )
+    card = build_model_card(folder, metrics=stage, eval_results=[folder / "metrics.json", side_by_side])
+    assert card.data.pipeline_tag == "text-classification"
+    scores = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert scores == {
+        ("classifier", "accuracy"): 0.875,
+        ("classifier", "f1"): 0.8,
+        ("zero_shot", "accuracy"): 0.5,
+    }
+    assert "| `test_majority_class_accuracy` (baseline) | 0.5 |" in card.text
+    assert "AutoModelForSequenceClassification.from_pretrained(" in card.text
