@@ -105,11 +105,12 @@ class PrecisionArguments:
 
 
 @dataclass
-class OverwriteOutputDirArguments:
-    """Mixin for any ``TrainingArguments`` subclass: ``--overwrite_output_dir`` (transformers 5 has none).
+class OutputDirArguments:
+    """Mixin for any ``TrainingArguments`` subclass: how a run treats what is already in ``output_dir``.
 
     ``ScratchGPTTrainer.train`` refuses an ``output_dir`` holding another run's checkpoints or model
-    unless the run resumes, or this flag is set (then the old checkpoints are deleted first).
+    unless the run resumes (``--resume_from_checkpoint latest|true|PATH``) or ``--overwrite_output_dir``
+    is set (then the old checkpoints are deleted first). transformers 5 has no ``overwrite_output_dir``.
     """
 
     overwrite_output_dir: bool = field(
@@ -119,12 +120,19 @@ class OverwriteOutputDirArguments:
             "(without it, such a folder is refused unless the run resumes from it)."
         },
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "'latest' (or 'true'): the newest complete checkpoint-N in output_dir, skipping "
+            "half-written ones, or a fresh start if there is none; or the path of a checkpoint folder."
+        },
+    )
 
 
 @dataclass
-class ScratchGPTTrainingArguments(PrecisionArguments, OverwriteOutputDirArguments, HfTrainingArguments):
-    """``TrainingArguments`` with ``--precision`` decided from the hardware (see `PrecisionArguments`)
-    and ``--overwrite_output_dir`` (see `OverwriteOutputDirArguments`)."""
+class ScratchGPTTrainingArguments(PrecisionArguments, OutputDirArguments, HfTrainingArguments):
+    """``TrainingArguments`` with ``--precision`` decided from the hardware (see `PrecisionArguments`),
+    ``--overwrite_output_dir`` and ``--resume_from_checkpoint latest`` (see `OutputDirArguments`)."""
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
@@ -295,7 +303,7 @@ class SampleGenerationCallback(TrainerCallback):
 
 
 __all__ = [
-    "OverwriteOutputDirArguments",
+    "OutputDirArguments",
     "PrecisionArguments",
     "SampleGenerationCallback",
     "ScratchGPTTrainer",

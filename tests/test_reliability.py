@@ -267,17 +267,17 @@ def test_full_disk_during_a_checkpoint_is_named_and_the_last_checkpoint_stays_us
     output_dir = tmp_path / "out"
     real_save = torch.save
 
-    def fills_up_at_step_4(obj, path, *args, **kwargs):
-        if "checkpoint-4" in str(path) and str(path).endswith("optimizer.pt"):
+    def fills_up_at_step_2(obj, path, *args, **kwargs):
+        if "checkpoint-2" in str(path) and str(path).endswith("optimizer.pt"):
             raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1216 vs 1110")
         return real_save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", fills_up_at_step_4)
-    with pytest.raises(DiskFullError, match=r"no space left on \S*checkpoint-4") as full:
-        make_trainer(tokenizer, training_args(output_dir)).train()
-    assert f"last complete checkpoint, {output_dir / 'checkpoint-2'}, is usable" in str(full.value)
-    assert not (output_dir / "checkpoint-4").exists()
-    assert resolve_resume_checkpoint(output_dir, "latest") == str(output_dir / "checkpoint-2")
+    monkeypatch.setattr(torch, "save", fills_up_at_step_2)
+    with pytest.raises(DiskFullError, match=r"no space left on \S*checkpoint-2") as full:
+        make_trainer(tokenizer, training_args(output_dir, max_steps=2, save_steps=1)).train()
+    assert f"last complete checkpoint, {output_dir / 'checkpoint-1'}, is usable" in str(full.value)
+    assert not (output_dir / "checkpoint-2").exists()  # half-written: removed, it frees space
+    assert resolve_resume_checkpoint(output_dir, "latest") == str(output_dir / "checkpoint-1")
 
 
 # --- 5. nonsense numbers on the command line ------------------------------------------------------------
