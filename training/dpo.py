@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     eval_metrics = trainer.evaluate()
 
     merged_dir = save_adapter_and_merged(trainer, tokenizer, training_args.output_dir)
+    trainer.end()  # trackers finished, process group gone: what follows runs on one process
+    if not trainer.is_world_process_zero():
+        return {}
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)  # samples come from what was saved
     samples = sample_answers(
         merged, tokenizer, splits["validation"], data_args.num_samples, data_args.sample_max_new_tokens

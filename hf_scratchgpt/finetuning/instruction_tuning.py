@@ -117,11 +117,13 @@ def save_adapter_and_merged(trainer: Trainer, tokenizer: Any, output_dir: str | 
     model = trainer.model
     align_model_and_tokenizer(model, tokenizer)
     if hasattr(model, "merge_and_unload"):
-        trainer.save_model(str(output_dir))
-        tokenizer.save_pretrained(output_dir)
+        trainer.save_model(str(output_dir))  # every rank: gathers sharded weights; writes on the main one
         model = model.merge_and_unload()
-    model.save_pretrained(merged_dir)
-    tokenizer.save_pretrained(merged_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output_dir)
+        model.save_pretrained(merged_dir)
+        tokenizer.save_pretrained(merged_dir)
+    trainer.accelerator.wait_for_everyone()
     return merged_dir
 
 
@@ -151,16 +153,16 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
 
 
 __all__ = [
+    "BASE_DIR",
     "DPOArguments",
     "InstructionDataArguments",
     "LoRAModelConfig",
-    "BASE_DIR",
     "MERGED_DIR",
     "SFTArguments",
-    "save_start_model",
     "cap_max_length",
     "last_logged",
     "sample_answers",
     "save_adapter_and_merged",
+    "save_start_model",
     "write_json",
 ]
