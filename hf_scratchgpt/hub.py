@@ -8,7 +8,8 @@ Everything the folder holds (weights, tokenizer, the ``*_scratchgpt.py`` code fi
 half-uploaded model: large files are uploaded first (LFS), and the branch moves only when the
 commit lands. The README.md is the folder's card (`hf_scratchgpt.cards`), or one rendered from the
 folder's ``metrics.json``/``results.json`` when there is none; its placeholder repo id is replaced
-by the real one. An adapter's ``base_model_name_or_path`` (PEFT saves an absolute local path) is
+by the real one. Sub-folders that hold a model of their own (an SFT stage's ``merged/`` next to its
+adapter) are left out: each model is its own repo. An adapter's ``base_model_name_or_path`` (PEFT saves an absolute local path) is
 replaced by the Hub id of its base model in what is uploaded; the local folder is never changed.
 
 The endpoint comes from ``HF_ENDPOINT`` (default https://huggingface.co); ``--revision`` names a
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard
@@ -28,6 +31,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import filter_repo_objects
 
 from .cards import REPO_PLACEHOLDER, build_model_card, fill_repo_id
+
+logger = logging.getLogger(__name__)
 
 # Training leftovers that are not part of a published model (checkpoints hold optimizer state).
 DEFAULT_EXCLUDE = ("checkpoint-*", "runs/*", ".cache/*", "*__pycache__*", "*.pyc", ".git/*", "*.lock")
@@ -95,7 +100,17 @@ def _card_text(folder: Path, repo_id: str, base_model: str | None) -> str:
     return fill_repo_id(str(card), repo_id)
 
 
+def _nested_models(folder: Path) -> list[str]:
+    """Sub-folders holding a model or adapter of their own (an SFT stage's ``merged/`` and ``base/``)."""
+    configs = [*folder.glob("*/**/config.json"), *folder.glob("*/**/adapter_config.json")]
+    return sorted({path.parent.relative_to(folder).as_posix() for path in configs})
+
+
 def _operations(folder: Path, repo_id: str, kind: str, base_model: str | None, exclude: list[str]) -> list:
+    nested = [name for name in _nested_models(folder) if not any(fnmatch(name, p) for p in DEFAULT_EXCLUDE)]
+    for name in nested:
+        logger.warning("Leaving out %s/: it is a model of its own; push it to its own repo.", name)
+    exclude = [*exclude, *(f"{name}/*" for name in nested)]
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     operations = [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))

@@ -68,6 +68,8 @@ def model_folder(tmp_path_factory, tokenizer):
     )
     (folder / "checkpoint-10").mkdir()
     (folder / "checkpoint-10" / "optimizer.pt").write_bytes(b"optimizer state: never published")
+    (folder / "merged").mkdir()  # a model of its own (an SFT stage's merged model): its own repo
+    (folder / "merged" / "config.json").write_text("{}")
     write_model_card(
         folder, metrics=folder / "metrics.json", eval_results={"name": "ppl", "perplexity": 40.0}
     )
@@ -77,9 +79,9 @@ def model_folder(tmp_path_factory, tokenizer):
 
 
 def _published(folder) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {
-        "checkpoint-10/optimizer.pt"
-    }
+    """The folder's files less the checkpoint and the nested model, which are not uploaded."""
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    return files - {"checkpoint-10/optimizer.pt", "merged/config.json"}
 
 
 # --------------------------------------------------------------------------------------------
