@@ -9,8 +9,9 @@ half-uploaded model: large files are uploaded first (LFS), and the branch moves 
 commit lands. The README.md is the folder's card (`hf_scratchgpt.cards`), or one rendered from the
 folder's ``metrics.json``/``results.json`` when there is none; its placeholder repo id is replaced
 by the real one. Sub-folders that hold a model of their own (an SFT stage's ``merged/`` next to its
-adapter) are left out: each model is its own repo. An adapter's ``base_model_name_or_path`` (PEFT saves an absolute local path) is
-replaced by the Hub id of its base model in what is uploaded; the local folder is never changed.
+adapter) are left out: each model is its own repo. An adapter's ``base_model_name_or_path`` (PEFT
+saves a local path) is replaced by the Hub id of its base model in what is uploaded; the local folder
+is never changed.
 
 The endpoint comes from ``HF_ENDPOINT`` (default https://huggingface.co); ``--revision`` names a
 branch, created from main when missing. From Python: `push_model_folder`.
@@ -67,16 +68,20 @@ def check_model_folder(folder: str | Path, base_model: str | None = None) -> str
         )
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise PublishError(f"{folder} has config.json but no weights ({' / '.join(WEIGHT_FILES)}).")
-    auto_map = json.loads((folder / "config.json").read_text()).get("auto_map") or {}
-    for reference in auto_map.values():
-        for target in reference if isinstance(reference, list) else [reference]:
-            if target and "--" not in target:  # "module.Class"; "repo--module.Class" lives elsewhere
-                module = target.rsplit(".", 1)[0] + ".py"
-                if not (folder / module).is_file():
-                    raise PublishError(
-                        f"config.json maps a class to {module}, which is not in {folder}: without it the model "
-                        "cannot load with trust_remote_code. Save with save_pretrained after `import hf_scratchgpt`."
-                    )
+    for name in ("config.json", "tokenizer_config.json"):
+        auto_map = (
+            json.loads((folder / name).read_text()).get("auto_map") if (folder / name).is_file() else None
+        )
+        for reference in (auto_map or {}).values():
+            for target in reference if isinstance(reference, list) else [reference]:
+                if target and "--" not in target:  # "module.Class"; "repo--module.Class" lives elsewhere
+                    module = target.rsplit(".", 1)[0] + ".py"
+                    if not (folder / module).is_file():
+                        raise PublishError(
+                            f"{name} maps a class to {module}, which is not in {folder}: without it the model "
+                            "cannot load with trust_remote_code. Save with save_pretrained after "
+                            "`import hf_scratchgpt`."
+                        )
     return "model"
 
 
