@@ -291,6 +291,11 @@ def resume_requested(value: str | bool | None) -> bool:
     return str(value).strip().lower() not in _RESUME_NONE
 
 
+def resumes_latest(value: str | bool | None) -> bool:
+    """Whether a ``--resume_from_checkpoint`` value asks for the newest complete checkpoint."""
+    return value is True or (isinstance(value, str) and value.strip().lower() in _RESUME_LATEST)
+
+
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | bool | None) -> str | None:
     """The checkpoint folder to resume from, for a ``--resume_from_checkpoint`` value, or None for a fresh start.
 
@@ -306,7 +311,7 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | bool |
     """
     if not resume_requested(value):
         return None
-    if value is True or str(value).strip().lower() in _RESUME_LATEST:
+    if resumes_latest(value):
         checkpoint = latest_complete_checkpoint(output_dir)
         if checkpoint is None:
             logger.warning("--resume_from_checkpoint %s: no complete checkpoint in %s; starting a fresh run.",
@@ -327,7 +332,10 @@ def _previous_work(output_dir: Path) -> list[str]:
     """What in ``output_dir`` a fresh run would delete or overwrite: checkpoints and a saved model."""
     found = [p.name for p in list_checkpoints(output_dir)]
     if (output_dir / "config.json").is_file():
-        found += sorted(p.name for p in output_dir.iterdir() if p.is_file() and _is_model_file(p.name))
+        weights = sorted(p.name for p in output_dir.glob("*.safetensors")) or ["no weights"]
+        found.append(
+            f"a saved model (config.json, {', '.join(weights[:2])}{', ...' if len(weights) > 2 else ''})"
+        )
     return found
 
 
@@ -347,7 +355,7 @@ def ensure_output_dir_is_free(
     if not found:
         return
     if not overwrite:
-        shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
         raise OutputDirNotEmptyError(
             f"--output_dir {output_dir} already holds another run's work ({shown}); a fresh run would "
             "overwrite its model and delete its checkpoints (save_total_limit rotation). Pass "
@@ -375,4 +383,5 @@ __all__ = [
     "list_checkpoints",
     "resolve_resume_checkpoint",
     "resume_requested",
+    "resumes_latest",
 ]

@@ -39,6 +39,7 @@ from .checkpoints import (
     latest_complete_checkpoint,
     resolve_resume_checkpoint,
     resume_requested,
+    resumes_latest,
 )
 from .hardware import (
     PRECISIONS,
@@ -135,6 +136,28 @@ class ScratchGPTTrainingArguments(PrecisionArguments, OutputDirArguments, HfTrai
     ``--overwrite_output_dir`` and ``--resume_from_checkpoint latest`` (see `OutputDirArguments`)."""
 
 
+def check_output_dir(args: HfTrainingArguments) -> None:
+    """Fail fast, before any data is loaded, where ``ScratchGPTTrainer.train`` would fail late.
+
+    Call it right after parsing, with the arguments whose ``resume_from_checkpoint`` will be passed to
+    ``train()``. A fresh run must not land on another run's checkpoints or model unless
+    ``args.overwrite_output_dir`` (see `ensure_output_dir_is_free`); a resume from a PATH must name a
+    complete checkpoint.
+
+    Raises:
+        OutputDirNotEmptyError, CheckpointError: naming the folder and the fixes.
+    """
+    _check_output_dir(args, args.resume_from_checkpoint)
+
+
+def _check_output_dir(args: HfTrainingArguments, resume_from_checkpoint: str | bool | None) -> None:
+    if not resume_requested(resume_from_checkpoint):
+        overwrite = getattr(args, "overwrite_output_dir", False)
+        ensure_output_dir_is_free(args.output_dir, overwrite, is_main_process=args.should_save)
+    elif not resumes_latest(resume_from_checkpoint):
+        resolve_resume_checkpoint(args.output_dir, resume_from_checkpoint)  # raises if it cannot resume
+
+
 def decay_parameter_names(model: nn.Module) -> list[str]:
     """Names of the parameters that get weight decay: weight matrices of linear layers only.
 
@@ -150,10 +173,11 @@ def decay_parameter_names(model: nn.Module) -> list[str]:
 
 
 class ScratchGPTTrainer(Trainer):
-    """``Trainer`` with GPT-style weight decay and language-model metrics.
+    """``Trainer`` with GPT-style weight decay, language-model metrics and saves that lose nothing.
 
     Set ``eval_tokens_per_byte`` (tokens / UTF-8 bytes of the evaluation text) to get
-    ``eval_bits_per_byte`` logged with every ``eval_loss``.
+    ``eval_bits_per_byte`` logged with every ``eval_loss``. ``train`` takes ``latest``/``true``/PATH and
+    guards ``output_dir``; every model save is atomic; a full disk is reported as such.
     """
 
     eval_tokens_per_byte: float | None = None
@@ -162,13 +186,10 @@ class ScratchGPTTrainer(Trainer):
         """``Trainer.train`` that takes ``--resume_from_checkpoint latest|true|PATH`` as given on a command
         line (see `resolve_resume_checkpoint`), and refuses to start a fresh run over another run's work
         (see `ensure_output_dir_is_free`) unless ``overwrite_output_dir`` is set."""
-        output_dir = self.args.output_dir
         if self.args.should_save:
-            finish_interrupted_save(output_dir)
-        checkpoint = resolve_resume_checkpoint(output_dir, resume_from_checkpoint)
-        if not resume_requested(resume_from_checkpoint):
-            overwrite = getattr(self.args, "overwrite_output_dir", False)
-            ensure_output_dir_is_free(output_dir, overwrite, is_main_process=self.args.should_save)
+            finish_interrupted_save(self.args.output_dir)
+        _check_output_dir(self.args, resume_from_checkpoint)
+        checkpoint = resolve_resume_checkpoint(self.args.output_dir, resume_from_checkpoint)
         return super().train(checkpoint, *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
@@ -308,5 +329,6 @@ __all__ = [
     "SampleGenerationCallback",
     "ScratchGPTTrainer",
     "ScratchGPTTrainingArguments",
+    "check_output_dir",
     "decay_parameter_names",
 ]

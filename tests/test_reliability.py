@@ -27,7 +27,12 @@ from hf_scratchgpt.checkpoints import (
     resolve_resume_checkpoint,
 )
 from hf_scratchgpt.cli import InvalidArgumentsError, parse_args
-from hf_scratchgpt.training import SampleGenerationCallback, ScratchGPTTrainer, ScratchGPTTrainingArguments
+from hf_scratchgpt.training import (
+    SampleGenerationCallback,
+    ScratchGPTTrainer,
+    ScratchGPTTrainingArguments,
+    check_output_dir,
+)
 
 CONTEXT = 64  # tiny_model's max_position_embeddings
 
@@ -194,6 +199,12 @@ def test_a_kill_while_moving_files_in_never_loads_a_mix_and_is_finished_later(
 
 
 def test_a_fresh_run_over_another_runs_checkpoints_is_refused_unless_overwrite(run_copy, tokenizer):
+    make_trainer(tokenizer, training_args(run_copy)).save_model()
+    with pytest.raises(OutputDirNotEmptyError, match=r"a saved model \(config.json, model.safetensors\)"):
+        check_output_dir(training_args(run_copy))  # what a script calls before loading any data
+    with pytest.raises(CheckpointError, match="checkpoint-9: cannot resume from it: no such folder"):
+        check_output_dir(training_args(run_copy, resume_from_checkpoint=str(run_copy / "checkpoint-9")))
+    check_output_dir(training_args(run_copy, resume_from_checkpoint="latest"))
     with pytest.raises(OutputDirNotEmptyError) as refused:
         make_trainer(tokenizer, training_args(run_copy, max_steps=2)).train()
     message = str(refused.value)
