@@ -54,7 +54,11 @@ def build_app(
         ) from error
 
     class AutoClassModelManager(model_manager.ModelManager):
-        """Loads the model through ``AutoModelForCausalLM`` instead of by class name on ``transformers``."""
+        """Loads the model through ``AutoModelForCausalLM`` instead of by class name on ``transformers``, and
+        lists the one model it serves (not the Hugging Face cache) on ``/v1/models``."""
+
+        def get_gen_models(self) -> list[dict]:
+            return [{"id": self.force_model, "object": "model", "owned_by": "scratchgpt", "created": 0}]
 
         def _load_model(self, model_id_and_revision: str, **_: Any) -> Any:
             model_id, revision = model_id_and_revision.split("@", 1)

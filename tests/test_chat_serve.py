@@ -123,6 +123,7 @@ def test_serve_answers_the_openai_client_streaming_and_not(chat_model):
 
     with start_server(str(chat_model), port=0, device="cpu") as server:
         client = OpenAI(base_url=server.url, api_key="unused")
+        assert [model.id for model in client.models.list()] == [str(chat_model)]
         messages = [SYSTEM, {"role": "user", "content": "Name a colour."}]
         reply = client.chat.completions.create(model="tiny", messages=messages, temperature=0)
         assert reply.choices[0].message.content == "Blue." and reply.choices[0].finish_reason == "stop"
