@@ -448,7 +448,11 @@ def build_model_card(
     tags: list[str] | None = None,
     description: str | None = None,
 ) -> ModelCard:
-    """A `ModelCard` for the model (or adapter) in ``model_dir``, from the stage files; nothing is written."""
+    """A `ModelCard` for the model (or adapter) in ``model_dir``, from the stage files.
+
+    The card is returned, not saved; the only file written is ``loss_curves.png``, drawn into the folder
+    from its ``trainer_state.json`` when the folder has one and no plot yet.
+    """
     model_dir = Path(model_dir)
     config_file, adapter_file = model_dir / "config.json", model_dir / "adapter_config.json"
     if not config_file.is_file() and not adapter_file.is_file():
@@ -465,7 +469,10 @@ def build_model_card(
     pipeline_tag = _pipeline_tag(config, adapter)
     if adapter and base_model is None:
         base_model = adapter.get("base_model_name_or_path")
-    base_model = base_model if base_model and not Path(str(base_model)).is_absolute() else None
+    if base_model and (Path(str(base_model)).is_absolute() or Path(str(base_model)).exists()):
+        base_model = (
+            None  # a local path (PEFT saves one) names nothing on the Hub: `scratchgpt push --base_model`
+        )
 
     card_data = ModelCardData(
         model_name=model_name,
