@@ -185,6 +185,14 @@ def _cut_long_runs(text: str) -> Iterator[str]:
         yield text[start:]
 
 
+def _missing_tokenizer_message(name: str, problem: str) -> str:
+    return (
+        f"Cannot load a ScratchGPTTokenizer from {name!r}: {problem}. For a byte-level tokenizer (one token per "
+        "byte, no merges), ask for it explicitly: ScratchGPTTokenizer() in Python, or the name 'byte' for a "
+        "script's --tokenizer_name_or_path."
+    )
+
+
 class ScratchGPTTokenizer(TokenizersBackend):
     """GPT-2 style byte-level BPE tokenizer with a distinct pad token, left padding and a ChatML template.
 
@@ -274,6 +282,18 @@ class ScratchGPTTokenizer(TokenizersBackend):
         )
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *args, **kwargs):
+        """Load a saved tokenizer (folder or Hub id); a path that does not exist is named as such.
+
+        Without this, a mistyped absolute or ./relative path is taken for a Hub id and fails with
+        huggingface_hub's "Repo id must be in the form 'repo_name' or 'namespace/repo_name'".
+        """
+        name = os.fspath(pretrained_model_name_or_path)
+        if name.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(name)):
+            raise OSError(_missing_tokenizer_message(name, "there is no such folder"))
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
     def _from_pretrained(
         cls, resolved_vocab_files: dict[str, str | None], pretrained_model_name_or_path: Any, *args, **kwargs
     ) -> ScratchGPTTokenizer:
@@ -294,11 +314,7 @@ class ScratchGPTTokenizer(TokenizersBackend):
                 problem = "the folder holds no tokenizer.json (nor vocab.json + merges.txt)"
             else:
                 problem = "there is no such folder (and no Hub repo of that name could be reached)"
-            raise OSError(
-                f"Cannot load a ScratchGPTTokenizer from {str(pretrained_model_name_or_path)!r}: {problem}. "
-                "For a byte-level tokenizer (one token per byte, no merges), ask for it explicitly: "
-                "ScratchGPTTokenizer() in Python, or the name 'byte' for a script's --tokenizer_name_or_path."
-            )
+            raise OSError(_missing_tokenizer_message(str(pretrained_model_name_or_path), problem))
         return super()._from_pretrained(resolved_vocab_files, pretrained_model_name_or_path, *args, **kwargs)
 
     @staticmethod
