@@ -13,7 +13,8 @@ What ``Trainer`` leaves to chance, and what this module does instead:
   ``train()``, save or resume) completes the move from the staged copy. Everything else in
   ``output_dir`` (``checkpoint-*``, ``trainer_state.json``, ``runs/``, ``metrics.json``, samples) is
   never touched: only the files a model save writes are replaced, and stale ones (an old shard, an
-  old ``vocab.json``) are removed so the folder holds exactly one model.
+  old ``vocab.json``) are removed so the folder holds exactly one model. The price: while saving, the
+  disk holds the previous model and the new one side by side.
 * **Resuming picks a complete checkpoint** (``resolve_resume_checkpoint``): ``latest``/``true`` mean
   the newest ``checkpoint-N`` that has a readable ``trainer_state.json`` (the Trainer writes it last)
   and whole weights; half-written ones (a kill during a checkpoint) are skipped with a warning.

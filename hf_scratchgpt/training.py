@@ -226,7 +226,7 @@ class ScratchGPTTrainer(Trainer):
                 if last
                 else "No earlier checkpoint exists."
             )
-            raise disk_full_error(checkpoint, f"checkpoint {checkpoint.name}", usable) from error
+            raise disk_full_error(checkpoint, checkpoint.name, usable) from error
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
