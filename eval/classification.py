@@ -35,6 +35,7 @@ from hf_scratchgpt.evaluation.classification import (
     prompted_predictions,
     scores,
     side_by_side_table,
+    trained_max_length,
 )
 from hf_scratchgpt.evaluation.harness import default_device, load_lm
 
@@ -64,6 +65,9 @@ class ClassificationEvalArguments:
     output_dir: str = field(metadata={"help": "Where results.json, results.md and metrics.json go."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Causal LM to prompt."})
     classifier_path: str | None = field(default=None, metadata={"help": "Fine-tuned classifier folder."})
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Tokens per text for the classifier; default: its fine-tuning's."}
+    )
     num_fewshot: str = field(default="0,4", metadata={"help": "Comma-separated shot counts to prompt with."})
     label_words: str | None = field(default=None, metadata={"help": "Word per class, in class order."})
     prompt_template: str = field(default=DEFAULT_PROMPT, metadata={"help": "Prompt with {text}."})
@@ -121,8 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         classifier = AutoModelForSequenceClassification.from_pretrained(
             args.classifier_path, trust_remote_code=args.trust_remote_code
         ).to(args.device or default_device())
+        max_length = args.max_seq_length or trained_max_length(args.classifier_path)
         predictions["fine-tuned"] = classifier_predictions(
-            classifier, tokenizer, test["text"], label_names, args.batch_size
+            classifier, tokenizer, test["text"], label_names, args.batch_size, max_length
         )
 
     methods = {

@@ -18,6 +18,7 @@ from hf_scratchgpt.evaluation.classification import (
     load_labelled_test_split,
     prompted_predictions,
     scores,
+    trained_max_length,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
@@ -73,6 +74,12 @@ def test_classifier_predictions_match_single_forwards_and_names(tokenizer):
             model(**tokenizer(text, return_tensors="pt")).logits.argmax(-1).item() for text in texts
         ]
     assert predicted == [label_names.index(config.id2label[i]) for i in one_by_one]
+    # Cut to the length the classifier was fine-tuned with: the first 3 tokens of every text.
+    cut = classifier_predictions(model, tokenizer, texts, label_names, batch_size=3, max_length=3)
+    with torch.no_grad():
+        first_3 = [model(input_ids=tokenizer(text, return_tensors="pt").input_ids[:, :3]).logits.argmax(-1).item()
+                   for text in texts]  # fmt: skip
+    assert cut == [label_names.index(config.id2label[i]) for i in first_3]
     with pytest.raises(ValueError, match="not the test data's"):
         classifier_predictions(model, tokenizer, texts, ["ham", "spam"])
 
@@ -85,6 +92,10 @@ def test_script_side_by_side(tmp_path, tokenizer, sms_file):
     labels = {"id2label": {0: "ham", 1: "spam"}, "label2id": {"ham": 0, "spam": 1}}
     ScratchGPTForSequenceClassification(tiny_config(num_labels=2, **labels)).save_pretrained(classifier_dir)
     tokenizer.save_pretrained(classifier_dir)
+    (classifier_dir / "metrics.json").write_text(
+        json.dumps({"max_seq_length": 12})
+    )  # as fine-tuning records it
+    assert trained_max_length(classifier_dir) == 12 and trained_max_length(lm_dir) is None
     out = tmp_path / "out"
     metrics = classification_script.main(
         ["--train_file", str(sms_file), "--headerless_label_text", "true", "--model_name_or_path", str(lm_dir),

@@ -88,15 +88,21 @@ def _class_ids_of_classifier(config: Any, label_names: Sequence[str]) -> list[in
 
 @torch.no_grad()
 def classifier_predictions(
-    model: Any, tokenizer: Any, texts: Sequence[str], label_names: Sequence[str], batch_size: int = 16
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    label_names: Sequence[str],
+    batch_size: int = 16,
+    max_length: int | None = None,
 ) -> list[int]:
-    """Class ids (in ``label_names`` order) a sequence classifier predicts; texts longer than its context
-    keep their first tokens, as in fine-tuning."""
+    """Class ids (in ``label_names`` order) a sequence classifier predicts. Texts keep their first
+    ``max_length`` tokens (default: the context): pass the length the classifier was fine-tuned with, since
+    a head trained on texts cut to N tokens has never read a text's end past N (see `trained_max_length`)."""
     to_test_ids = _class_ids_of_classifier(model.config, label_names)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    max_length = min(max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
     model.eval()
     device = next(model.parameters()).device
     predictions: list[int] = []
@@ -110,6 +116,14 @@ def classifier_predictions(
         ).to(device)
         predictions += [to_test_ids[i] for i in model(**batch).logits.argmax(-1).tolist()]
     return predictions
+
+
+def trained_max_length(classifier_dir: str | Path) -> int | None:
+    """The ``max_seq_length`` the fine-tuning stage cut texts to, from its ``metrics.json``, if recorded."""
+    metrics_file = Path(classifier_dir) / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    return json.loads(metrics_file.read_text()).get("max_seq_length")
 
 
 def _write_prompt_records(path: Path, data: Dataset, template: str, label_words: Sequence[str]) -> Path:
