@@ -19,7 +19,7 @@ def test_missing_tokenizer_folder_is_an_error_that_names_it_and_the_byte_option(
         ScratchGPTTokenizer.from_pretrained("no_such_dir")
     assert "ScratchGPTTokenizer()" in str(error.value) and "'byte'" in str(error.value)
     for typo in (str(tmp_path / "no_such_dir"), "./no_such_dir"):  # paths, not Hub ids
-        with pytest.raises(OSError, match=r"no_such_dir'\: there is no such folder\. .*'byte'"):
+        with pytest.raises(OSError, match=r"no_such_dir': there is no such folder\. .*'byte'"):
             ScratchGPTTokenizer.from_pretrained(typo)
     (tmp_path / "empty").mkdir()
     with pytest.raises(OSError, match="holds no tokenizer.json"):
