@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction, pipeline
 
 from hf_scratchgpt import ScratchGPTForCausalLM
+from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import DataError
 from hf_scratchgpt.finetuning.classification import (
     classification_metrics,
+    classification_metrics_fn,
     encode_labels,
     infer_label_names,
     load_labelled_splits,
@@ -30,19 +32,25 @@ from hf_scratchgpt.finetuning.classification import (
     tokenize_for_classification,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "training" / "finetune_classifier.py"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "training" / "finetune_classifier.py"
 # A separable toy task: the label is which word list a text's words come from.
 WORDS = {"pos": ["sun", "joy", "gold", "smile", "warm"], "neg": ["rain", "grey", "cold", "mud", "gloom"]}
 FAST_TRAINING = ["--precision", "fp32", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
                  "--disable_tqdm", "true", "--per_device_train_batch_size", "16", "--seed", "0"]  # fmt: skip
 
 
-def finetune_main(argv: list[str]) -> dict:
-    if "finetune_classifier" not in sys.modules:  # dataclass type hints resolve through sys.modules
+def script_module():
+    """training/finetune_classifier.py as a module (registered, so its dataclass type hints resolve)."""
+    if "finetune_classifier" not in sys.modules:
         spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
         sys.modules["finetune_classifier"] = module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    return sys.modules["finetune_classifier"].main(argv)
+    return sys.modules["finetune_classifier"]
+
+
+def finetune_main(argv: list[str]) -> dict:
+    return script_module().main(argv)
 
 
 def toy_rows(n: int, seed: int, positive_share: float = 0.3) -> list[dict]:
@@ -266,3 +274,39 @@ def test_metrics_match_hand_counts():
     assert metrics["precision_pos"] == pytest.approx(2 / 3) and metrics["recall_pos"] == pytest.approx(2 / 3)
     assert metrics["precision_neg"] == pytest.approx(1 / 2) and metrics["recall_neg"] == pytest.approx(1 / 2)
     assert metrics["f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_class_label_ids_become_their_names_and_keep_their_order():
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+    raw = DatasetDict({
+        "train": Dataset.from_dict({"sentence": ["bad", "good", "fine"], "label": [0, 1, 1]}, features=features),
+        "test": Dataset.from_dict({"sentence": ["hidden"], "label": [-1]}, features=features),
+    })  # fmt: skip
+    labelled = select_text_and_label(raw, None, None)
+    assert labelled["train"]["label"] == ["negative", "positive", "positive"]
+    assert infer_label_names(labelled["train"], ["negative", "positive"]) == ["negative", "positive"]
+    with pytest.raises(DataError, match=r"\{'-1': 1\}"):  # an unlabelled test split is named, not scored
+        encode_labels(labelled, ["negative", "positive"])
+
+
+def test_extra_metrics_are_merged_into_the_trainer_metrics():
+    class Agreement:  # anything with evaluate's compute(predictions=, references=) signature
+        def compute(self, predictions, references):
+            return {"agreement": float(np.mean(predictions == references))}
+
+    compute = classification_metrics_fn(["neg", "pos"], [Agreement()])
+    metrics = compute(
+        EvalPrediction(predictions=np.array([[2.0, 1.0], [0.0, 3.0]]), label_ids=np.array([0, 0]))
+    )
+    assert metrics["agreement"] == metrics["accuracy"] == 0.5 and metrics["recall_neg"] == 0.5
+
+
+def test_sms_recipe_parses_with_the_script_arguments():
+    module = script_module()
+    model_args, data_args, training_args = parse_args(
+        (module.ModelArguments, module.DataTrainingArguments, module.ScratchGPTTrainingArguments),
+        ["--config", str(REPO / "training/configs/finetune_sms_spam.yaml"), "--model_name_or_path", "m",
+         "--precision", "fp32"],
+    )  # fmt: skip
+    assert data_args.headerless_label_text and data_args.balance_classes == "undersample"
+    assert training_args.max_steps == 200 and model_args.trainable_layers == -1
