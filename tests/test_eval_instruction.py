@@ -30,7 +30,7 @@ from hf_scratchgpt.evaluation.instruction import (
     mean_with_interval,
     rouge_l,
 )
-from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_prompt, parse_score
+from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers, judge_prompt, parse_score
 from hf_scratchgpt.finetuning.instructions import alpaca_user_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
@@ -167,6 +167,11 @@ def test_script_with_a_judge_behind_an_openai_compatible_server(
     prompts = [judge_prompt(item["prompt"], item["reference"], item["output"]) for item in samples[:2]]
     local, remote = LocalJudge(str(answers_85)), OpenAIJudge(judge_server, str(answers_85))
     assert [local(p) for p in prompts] == [remote(p) for p in prompts] == ["85", "85"]
+    # A prompt past the local judge's context gets no reply, hence no score, instead of stopping the run.
+    assert (
+        judge_answers(local, [{"prompt": "word " * 600, "reference": "x", "output": "y"}])[0]["judge_score"]
+        is None
+    )
 
 
 def test_script_without_a_judge_scores_rouge_only(tmp_path, answers_85, instruction_file, caplog):

@@ -8,12 +8,15 @@ greedily. Each item keeps the judge's raw reply and the score read from it; a re
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from hf_scratchgpt.chat import generate_reply
+
+logger = logging.getLogger(__name__)
 
 JUDGE_PROMPT = (
     "Given the input `{instruction}` and correct output `{reference}`, score the model response "
@@ -59,7 +62,8 @@ class OpenAIJudge:
 
 
 class LocalJudge:
-    """A local chat model (folder or Hub id, or a loaded model and tokenizer) as the judge."""
+    """A local chat model (folder or Hub id, or a loaded model and tokenizer) as the judge. A prompt longer
+    than its context gets an empty reply (no score) and a warning."""
 
     def __init__(
         self, model: Any, tokenizer: Any = None, max_new_tokens: int = 16, trust_remote_code: bool = False
@@ -77,9 +81,13 @@ class LocalJudge:
 
     def __call__(self, prompt: str) -> str:
         messages = [{"role": "user", "content": prompt}]
-        return generate_reply(
-            self.model, self.tokenizer, messages, max_new_tokens=self.max_new_tokens, temperature=0
-        )
+        try:
+            return generate_reply(
+                self.model, self.tokenizer, messages, max_new_tokens=self.max_new_tokens, temperature=0
+            )
+        except ValueError as error:  # the prompt does not fit the judge's context: no score for this item
+            logger.warning("Judge gave no reply: %s", error)
+            return ""
 
 
 def judge_answers(judge: Callable[[str], str], answers: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
