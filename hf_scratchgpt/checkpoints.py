@@ -298,7 +298,7 @@ def resumes_latest(value: str | bool | None) -> bool:
 
 
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | bool | None) -> str | None:
-    """The checkpoint folder to resume from, for a ``--resume_from_checkpoint`` value, or None for a fresh start.
+    """The checkpoint to resume from, for a ``--resume_from_checkpoint`` value, or None for a fresh start.
 
     * ``None``, ``""``, ``"false"``: a fresh start.
     * ``"latest"`` or ``"true"`` (or ``True``): the newest *complete* ``checkpoint-N`` in ``output_dir``;

@@ -172,15 +172,13 @@ def decay_parameter_names(model: nn.Module) -> list[str]:
     ]
 
 
-class ScratchGPTTrainer(Trainer):
-    """``Trainer`` with GPT-style weight decay, language-model metrics and saves that lose nothing.
+class SafeSavesMixin:
+    """Saves that lose nothing, for any ``Trainer`` (TRL's too): ``class X(SafeSavesMixin, SFTTrainer)``.
 
-    Set ``eval_tokens_per_byte`` (tokens / UTF-8 bytes of the evaluation text) to get
-    ``eval_bits_per_byte`` logged with every ``eval_loss``. ``train`` takes ``latest``/``true``/PATH and
-    guards ``output_dir``; every model save is atomic; a full disk is reported as such.
+    ``train`` takes ``--resume_from_checkpoint latest|true|PATH`` and refuses to start a fresh run over
+    another run's work; every model save (final and checkpoints) is atomic, with the tokenizer aligned to
+    the model; a full disk is reported as "no space left on <path>". See `hf_scratchgpt.checkpoints`.
     """
-
-    eval_tokens_per_byte: float | None = None
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """``Trainer.train`` that takes ``--resume_from_checkpoint latest|true|PATH`` as given on a command
@@ -227,6 +225,17 @@ class ScratchGPTTrainer(Trainer):
                 else "No earlier checkpoint exists."
             )
             raise disk_full_error(checkpoint, checkpoint.name, usable) from error
+
+
+class ScratchGPTTrainer(SafeSavesMixin, Trainer):
+    """``Trainer`` with GPT-style weight decay, language-model metrics and saves that lose nothing
+    (see `SafeSavesMixin`).
+
+    Set ``eval_tokens_per_byte`` (tokens / UTF-8 bytes of the evaluation text) to get
+    ``eval_bits_per_byte`` logged with every ``eval_loss``.
+    """
+
+    eval_tokens_per_byte: float | None = None
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
@@ -298,8 +307,12 @@ class SampleGenerationCallback(TrainerCallback):
             shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
             logger.warning(
                 "Sample prompt %r is %d tokens, at or past the model's context of %d tokens: no room to "
-                "generate, so it is skipped. Use prompts shorter than %d tokens.", shown, length, context, context
-            )  # fmt: skip
+                "generate, so it is skipped. Use prompts shorter than %d tokens.",
+                shown,
+                length,
+                context,
+                context,
+            )
         self.prompts = kept
 
     def on_train_begin(
@@ -326,6 +339,7 @@ class SampleGenerationCallback(TrainerCallback):
 __all__ = [
     "OutputDirArguments",
     "PrecisionArguments",
+    "SafeSavesMixin",
     "SampleGenerationCallback",
     "ScratchGPTTrainer",
     "ScratchGPTTrainingArguments",

@@ -104,7 +104,8 @@ def test_random_csv(tmp_path, suffix, separator, header, rows):
 
 parquet_columns = st.sampled_from([
     pa.array(["a", "b"]), pa.array(["", "  "]), pa.array([None, "x"]), pa.array([1, 2]),
-    pa.array([["a"], ["b"]]), pa.array([None, None], type=pa.null()), pa.array(["x", "y"], type=pa.large_string()),
+    pa.array([["a"], ["b"]]), pa.array([None, None], type=pa.null()),
+    pa.array(["x", "y"], type=pa.large_string()),
     pa.array([b"\x00", b"\xff"]),
 ])  # fmt: skip
 

@@ -47,6 +47,14 @@ def training_args(output_dir: Path, **overrides) -> ScratchGPTTrainingArguments:
     return ScratchGPTTrainingArguments(**settings)
 
 
+def command_line(output_dir: Path, *flags: str) -> list[str]:
+    """The command line of a short run (2 steps, a checkpoint every 2) into ``output_dir``, plus ``flags``."""
+    return [
+        "--output_dir", str(output_dir), "--use_cpu", "--precision", "fp32", "--report_to", "none",
+        "--max_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "4", *flags,
+    ]  # fmt: skip
+
+
 def blocks(n: int = 16, length: int = 32) -> Dataset:
     ids = torch.randint(2, 250, (n, length), generator=torch.Generator().manual_seed(0)).tolist()
     return Dataset.from_dict({"input_ids": ids, "labels": ids})
@@ -213,9 +221,9 @@ def test_a_fresh_run_over_another_runs_checkpoints_is_refused_unless_overwrite(r
         assert expected in message
     assert (run_copy / "checkpoint-4").is_dir()
 
-    (args,) = parse_args((ScratchGPTTrainingArguments,), ["--overwrite_output_dir", "true",
-                         *[f"--{k}={v}" for k, v in dict(output_dir=run_copy, use_cpu=True, precision="fp32",
-                           report_to="none", max_steps=2, save_steps=2, per_device_train_batch_size=4).items()]])  # fmt: skip
+    (args,) = parse_args(
+        (ScratchGPTTrainingArguments,), command_line(run_copy, "--overwrite_output_dir", "true")
+    )
     make_trainer(tokenizer, args).train()
     assert not (run_copy / "checkpoint-4").exists()  # the old run's checkpoints are gone, not mixed in
     assert resolve_resume_checkpoint(run_copy, "latest") == str(run_copy / "checkpoint-2")
@@ -253,8 +261,7 @@ def test_resume_latest_with_no_checkpoint_starts_fresh(tmp_path, caplog):
 
 def test_resume_true_from_the_command_line(run_copy, tokenizer, monkeypatch):
     (run_copy / "checkpoint-4" / "trainer_state.json").unlink()
-    argv = [f"--{k}={v}" for k, v in dict(output_dir=run_copy, use_cpu=True, precision="fp32", report_to="none",
-            max_steps=4, save_steps=2, per_device_train_batch_size=4, resume_from_checkpoint="true").items()]  # fmt: skip
+    argv = command_line(run_copy, "--max_steps", "4", "--resume_from_checkpoint", "true")
     (args,) = parse_args((ScratchGPTTrainingArguments,), argv)
     loaded = []
     real_load = ScratchGPTTrainer._load_from_checkpoint
@@ -312,12 +319,14 @@ def parse(*flags: str):
         (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0"),
         (["--per_device_eval_batch_size", "-1"], "--per_device_eval_batch_size -1"),
         (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps 0"),
-        (["--learning_rate", "0"], "--learning_rate 0"), (["--learning_rate=-1e-3"], "--learning_rate -0.001"),
+        (["--learning_rate", "0"], "--learning_rate 0"),
+        (["--learning_rate=-1e-3"], "--learning_rate -0.001"),
         (["--warmup_steps", "-1"], "--warmup_steps -1"),
         (["--eval_strategy", "steps", "--eval_steps", "0"], "--eval_steps 0"),
         (["--save_steps", "-10"], "--save_steps -10"), (["--logging_steps", "0"], "--logging_steps 0"),
         (["--validation_fraction", "0"], "--validation_fraction 0"),
-        (["--validation_fraction", "1.5"], "--validation_fraction 1.5"), (["--block_size", "0"], "--block_size 0"),
+        (["--validation_fraction", "1.5"], "--validation_fraction 1.5"),
+        (["--block_size", "0"], "--block_size 0"),
         (["--num_train_epochs", "0"], "--num_train_epochs 0"),
     ],
 )  # fmt: skip

@@ -184,8 +184,8 @@ def _refuse_null_records(path: Path) -> None:
                 )
                 if nulls:
                     raise DataError(
-                        f"{path}: element {nulls[0]} of the JSON array is null, not an object (pyarrow cannot "
-                        'read it). Remove it, or write it as {"text": ...}.'
+                        f"{path}: element {nulls[0]} of the JSON array is null, not an object "
+                        '(pyarrow cannot read it). Remove it, or write it as {"text": ...}.'
                     )
                 return
             chunk += f.readline()  # end on a line boundary
