@@ -139,6 +139,8 @@ def test_preference_rows_become_dpo_format_and_bad_layouts_are_named(shared_data
         detect_format(["text"])
     with pytest.raises(DataError, match="chosen"):
         to_preference(Dataset.from_list(ALPACA_ROWS))
+    with pytest.raises(DataError, match="is not a file"):
+        load_instruction_dataset(shared_data / "instruction" / "missing.json")
 
 
 # --- labels and packing -----------------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ def test_gpt2_start_converts_and_a_lora_sft_merges_exactly(tmp_path, alpaca_file
     out = tmp_path / "gpt2-lora"
     load_script("sft").main([
         "--model_name_or_path", str(gpt2_dir), "--dataset_name", str(alpaca_file), "--output_dir", str(out),
-        "--use_peft", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "all-linear",
+        "--use_peft", "--lora_r", "8", "--lora_alpha", "16",
         "--max_steps", "10", "--learning_rate", "1e-2", "--per_device_train_batch_size", "4", *FAST,
     ])  # fmt: skip
     adapter = AutoPeftModelForCausalLM.from_pretrained(
@@ -269,7 +271,7 @@ def test_dpo_runs_from_the_sft_model_and_writes_metrics(shared_data, base_model_
     out = tmp_path / "dpo"
     load_script("dpo").main([
         "--model_name_or_path", str(base_model_dir), "--dataset_name", str(data), "--output_dir", str(out),
-        "--lora_target_modules", "all-linear", "--max_steps", "4", "--learning_rate", "1e-3",
+        "--max_steps", "4", "--learning_rate", "1e-3",
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
         *FAST[2:],
     ])  # fmt: skip
