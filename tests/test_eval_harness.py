@@ -8,6 +8,8 @@ knows nothing) get exactly 100% and exactly the constant's share through the who
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from hf_scratchgpt.evaluation.harness import (
     markdown_table,
     random_baselines,
     resolve_tasks,
+    write_task_yamls,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
@@ -199,3 +202,53 @@ def test_script_on_bundled_tasks_writes_results(tmp_path, tokenizer, shared_data
     assert metrics["winogrande_local/acc"] == results["results"]["winogrande_local"]["acc,none"]
     assert len((out / "samples_arc_easy_local.jsonl").read_text().splitlines()) == 4
     assert "| arc_easy_local | 1 | 4 | acc |" in (out / "results.md").read_text()
+
+
+def test_script_on_another_causal_lm_and_file_tasks(tmp_path, tokenizer, task_files):
+    """transformers' own GPT-2 class, and generic files by path: multiple choice and LAMBADA-style."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model_dir = tmp_path / "gpt2"
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "out"
+    metrics = run_lm_eval.main(
+        ["--model_name_or_path", str(model_dir), "--tasks", f"{task_files['choice']},lambada={task_files['lambada']}",
+         "--limit", "6", "--device", "cpu", "--output_dir", str(out)]
+    )  # fmt: skip
+    assert metrics["count_file/perplexity"] > 1 and 0 <= metrics["count_file/acc"] <= 1
+    assert metrics["colours_file/random_baseline"] == 0.25 and metrics["count_file/random_baseline"] is None
+    results = json.loads((out / "results.json").read_text())
+    assert results["configs"]["count_file"]["output_type"] == "loglikelihood"
+    assert len((out / "samples_count_file.jsonl").read_text().splitlines()) == 6
+
+
+def test_without_the_package_through_remote_code(tmp_path, tokenizer, task_files):
+    """A user with only lm-eval installed: ``model_args="pretrained=DIR,trust_remote_code=True"`` in a fresh
+    process where importing hf_scratchgpt fails gives the same scores as this package's in-process run."""
+    model_dir, tasks_dir = tmp_path / "model", tmp_path / "tasks"
+    tiny_model("modern").save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tasks_dir.mkdir()
+    write_task_yamls(resolve_tasks([str(task_files["choice"])])[0], tasks_dir)
+    code = f"""
+import json, sys
+sys.modules["hf_scratchgpt"] = None  # not installed
+from lm_eval import simple_evaluate
+from lm_eval.tasks import TaskManager
+results = simple_evaluate(model="hf", model_args="pretrained={model_dir},trust_remote_code=True,device=cpu",
+                          tasks=["colours_file"], limit=6, task_manager=TaskManager(include_path="{tasks_dir}",
+                          include_defaults=False))
+print(json.dumps([s["filtered_resps"] for s in results["samples"]["colours_file"]]))
+"""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = [ll for doc in json.loads(done.stdout.strip().splitlines()[-1]) for ll, _ in doc]
+    local = evaluate_tasks(str(model_dir), [str(task_files["choice"])], limit=6, device="cpu")
+    in_package = [
+        float(ll) for sample in local["samples"]["colours_file"] for ll, _ in sample["filtered_resps"]
+    ]
+    assert len(remote) == 24 and remote == pytest.approx(in_package, abs=1e-4)
