@@ -7,7 +7,9 @@ Usage:
     # with a local judge model (any chat model folder or Hub id)
     ... --judge_model_name_or_path Qwen/Qwen2.5-0.5B-Instruct
     # with any OpenAI-compatible endpoint; the key comes from $OPENAI_API_KEY (or --judge_api_key_env)
-    ... --judge_url http://127.0.0.1:8000/v1 --judge_model my-judge
+    ... --judge_url https://api.openai.com/v1 --judge_model gpt-4o-mini
+    scratchgpt serve JUDGE_DIR --port 8000 &   # or vLLM, Ollama, ...
+    ... --judge_url http://127.0.0.1:8000/v1 --judge_model JUDGE_DIR
 
 The held-out set is the SFT stage's (same --dataset_name, --validation_fraction, --seed and
 --system_prompt as training/sft.py). Answers are greedy and stop at the end of the assistant's turn.

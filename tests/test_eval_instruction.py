@@ -1,5 +1,5 @@
 """Instruction following: held-out answers through the chat template, ROUGE-L / exact match with intervals,
-and an LLM judge, local and behind a real OpenAI-compatible server on 127.0.0.1 (``transformers serve``).
+and an LLM judge, local and behind a real OpenAI-compatible server on 127.0.0.1 (``scratchgpt serve``).
 
 The chat model is a tiny one trained for a few steps to answer every prompt with "85" and end its turn, so
 generation, stopping, scoring and the judge's 0-100 parsing all have one known right answer.
@@ -11,10 +11,7 @@ import copy
 import json
 import math
 import random
-import socket
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,6 @@ import torch
 from conftest import TRAINING_TEXT, tiny_model
 from test_eval_harness import one_thread  # noqa: F401  (autouse)
 
-from hf_scratchgpt import ScratchGPTForCausalLM
 from hf_scratchgpt.alignment import align_model_and_tokenizer
 from hf_scratchgpt.evaluation.instruction import (
     exact_match,
@@ -32,6 +28,7 @@ from hf_scratchgpt.evaluation.instruction import (
 )
 from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers, judge_prompt, parse_score
 from hf_scratchgpt.finetuning.instructions import alpaca_user_text
+from hf_scratchgpt.serving import start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 import instruction_following  # noqa: E402
@@ -86,27 +83,10 @@ def answers_85(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture(scope="module")
 def judge_server(answers_85):
-    """``transformers serve`` on a free 127.0.0.1 port, serving the "85" model. In 5.23 it looks the model
-    class up as an attribute of ``transformers``, so ours is put there first (see HF_V5_NOTES)."""
-    import transformers
-    import transformers.cli.serving.model_manager  # noqa: F401  (imported before the class is set)
-    from transformers.cli.serve import Serve
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    transformers.ScratchGPTForCausalLM = ScratchGPTForCausalLM
-    server = Serve(force_model=str(answers_85), host="127.0.0.1", port=port, device="cpu", non_blocking=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"{url}/v1"
-    server.kill_server()
-    del transformers.ScratchGPTForCausalLM
+    """``scratchgpt serve`` (transformers serve's OpenAI-compatible handlers) on a free 127.0.0.1 port,
+    serving the "85" model."""
+    with start_server(str(answers_85), device="cpu") as server:
+        yield server.url
 
 
 def test_scores_parsing_and_intervals():
