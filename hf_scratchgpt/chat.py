@@ -142,6 +142,12 @@ def run(args: argparse.Namespace) -> int:
             messages = list(system)
             continue
         messages.append({"role": "user", "content": text})
+        try:
+            plan_reply(messages, tokenizer, model.config.max_position_embeddings, args.max_new_tokens)
+        except ValueError as error:  # this message alone does not fit: say so and forget it
+            print(error, file=sys.stderr)
+            messages.pop()
+            continue
         print("assistant> ", end="", flush=True)
         reply = generate_reply(
             model, tokenizer, messages,

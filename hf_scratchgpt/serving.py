@@ -42,6 +42,7 @@ def build_app(
 ) -> tuple[Any, Any]:
     """The FastAPI app serving ``model_path`` (loaded now) and its model manager (``.shutdown()`` frees it)."""
     try:
+        from fastapi import HTTPException
         from transformers.cli.serving import chat_completion, model_manager, server, utils
         from transformers.cli.serving.completion import CompletionHandler
         from transformers.cli.serving.response import ResponseHandler
@@ -75,7 +76,10 @@ def build_app(
             _, model, tokenizer = self._resolve_model(body)
             messages = self.get_processor_inputs_from_messages(body["messages"], utils.Modality.LLM)
             asked = body.pop("max_completion_tokens", None) or body.pop("max_tokens", None)
-            kept, _, room = plan_reply(messages, tokenizer, model.config.max_position_embeddings, asked)
+            try:
+                kept, _, room = plan_reply(messages, tokenizer, model.config.max_position_embeddings, asked)
+            except ValueError as error:  # the last message alone is too long: the client's to fix
+                raise HTTPException(status_code=400, detail=str(error)) from error
             body.update(messages=kept, max_completion_tokens=room)
             return await super().handle_request(body, request_id)
 

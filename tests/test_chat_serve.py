@@ -91,33 +91,26 @@ def test_the_conversation_is_cut_to_the_context_window(chat_model):
 
 
 def test_chat_command_reads_stdin_and_streams_each_reply(chat_model, monkeypatch, capsys):
-    monkeypatch.setattr(
-        "sys.stdin", io.StringIO("Name a colour.\n\nSay hello.\n/clear\nWhat is two plus two?\n")
-    )
-    assert (
-        scratchgpt(
-            [
-                "chat",
-                str(chat_model),
-                "--temperature",
-                "0",
-                "--max_new_tokens",
-                "20",
-                "--system",
-                SYSTEM["content"],
-            ]
-        )
-        == 0
-    )
-    assert capsys.readouterr().out.splitlines() == [
-        "assistant> Blue.",
-        "assistant> Hello!",
-        "assistant> Four.",
+    lines = ["Name a colour.", "", "word " * 80, "Say hello.", "/clear", "What is two plus two?"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    command = [
+        "chat",
+        str(chat_model),
+        "--temperature",
+        "0",
+        "--max_new_tokens",
+        "20",
+        "--system",
+        SYSTEM["content"],
     ]
+    assert scratchgpt(command) == 0
+    out, err = capsys.readouterr()
+    assert "context of 64" in err  # the message longer than the context is refused and the chat goes on
+    assert out.splitlines() == ["assistant> Blue.", "assistant> Hello!", "assistant> Four."]
 
 
 def test_serve_answers_the_openai_client_streaming_and_not(chat_model):
-    from openai import OpenAI
+    from openai import BadRequestError, OpenAI
 
     from hf_scratchgpt.serving import start_server
 
@@ -136,3 +129,6 @@ def test_serve_answers_the_openai_client_streaming_and_not(chat_model):
         reply = client.chat.completions.create(model="tiny", messages=[SYSTEM, *long, {"role": "user", "content": "Say hello."}],
                                                temperature=0, max_tokens=500)  # fmt: skip
         assert reply.choices[0].message.content == "Hello!"
+        with pytest.raises(BadRequestError) as refused:  # one message longer than the context
+            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "word " * 80}])
+        assert "context of 64" in refused.value.response.json()["detail"]
