@@ -21,6 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Eval
 from hf_scratchgpt import ScratchGPTForCausalLM
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import DataError
+from hf_scratchgpt.finetuning import classification
 from hf_scratchgpt.finetuning.classification import (
     classification_metrics,
     classification_metrics_fn,
@@ -310,3 +311,23 @@ def test_sms_recipe_parses_with_the_script_arguments():
     )  # fmt: skip
     assert data_args.headerless_label_text and data_args.balance_classes == "undersample"
     assert training_args.max_steps == 200 and model_args.trainable_layers == -1
+
+
+def test_hub_dataset_id_with_a_split_used_as_test(monkeypatch):
+    """--dataset_name with --test_split_name (SST-2 on the Hub has labelled rows only in `validation`).
+    `datasets` does the Hub download (tests/test_hub_data.py runs it against a local Hub); this checks
+    which of the dataset's splits becomes train / validation / test."""
+    hub = DatasetDict({split: Dataset.from_list(toy_rows(n, seed)) for split, n, seed in (("train", 12, 0),
+                       ("validation", 5, 1))})  # fmt: skip
+    calls = []
+    monkeypatch.setattr(classification, "load_dataset", lambda *args: calls.append(args) or hub)
+    splits = load_labelled_splits(
+        dataset_name="user/toy", dataset_config_name="en", split_names={"test": "validation"}
+    )
+    assert calls == [("user/toy", "en")]
+    assert sorted(splits) == ["test", "train"] and splits["test"]["text"] == hub["validation"]["text"]
+    assert sorted(load_labelled_splits(dataset_name="user/toy")) == ["train", "validation"]
+    with pytest.raises(
+        DataError, match=r"no split for --test_split_name dev; it has \['train', 'validation'\]"
+    ):
+        load_labelled_splits(dataset_name="user/toy", split_names={"test": "dev"})

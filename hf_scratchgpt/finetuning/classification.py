@@ -104,7 +104,9 @@ def load_labelled_splits(
 
 def _load_hub_splits(name: str, config_name: str | None, split_names: dict[str, str]) -> DatasetDict:
     raw = load_dataset(name, config_name)
-    wanted = {split: split_names.get(split, split) for split in SPLITS}
+    # A Hub split given a role explicitly (e.g. --test_split_name validation) plays no other role.
+    claimed = set(split_names.values())
+    wanted = {split: split_names.get(split, split if split not in claimed else None) for split in SPLITS}
     missing = [
         f"--{split}_split_name {hub}"
         for split, hub in wanted.items()
