@@ -147,11 +147,10 @@ def test_script_with_a_judge_behind_an_openai_compatible_server(
     prompts = [judge_prompt(item["prompt"], item["reference"], item["output"]) for item in samples[:2]]
     local, remote = LocalJudge(str(answers_85)), OpenAIJudge(judge_server, str(answers_85))
     assert [local(p) for p in prompts] == [remote(p) for p in prompts] == ["85", "85"]
-    # A prompt past the local judge's context gets no reply, hence no score, instead of stopping the run.
-    assert (
-        judge_answers(local, [{"prompt": "word " * 600, "reference": "x", "output": "y"}])[0]["judge_score"]
-        is None
-    )
+    # A prompt past the judge's context gets no reply, hence no score, instead of stopping the run.
+    too_long = [{"prompt": "word " * 600, "reference": "x", "output": "y"}]
+    assert judge_answers(local, too_long)[0]["judge_score"] is None
+    assert judge_answers(remote, too_long)[0]["judge_reply"] == ""
 
 
 def test_script_without_a_judge_scores_rouge_only(tmp_path, answers_85, instruction_file, caplog):

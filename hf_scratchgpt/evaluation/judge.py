@@ -42,7 +42,8 @@ class OpenAIJudge:
     """A judge behind an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
     The key is read from the environment variable ``api_key_env`` (default ``OPENAI_API_KEY``); local
-    servers that need none get a placeholder.
+    servers that need none get a placeholder. A request the server refuses as bad (HTTP 400, e.g. a prompt
+    too long for the judge) gets an empty reply (no score) and a warning; other errors stop the run.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", max_tokens: int = 16):
@@ -52,12 +53,18 @@ class OpenAIJudge:
         self.model, self.max_tokens = model, max_tokens
 
     def __call__(self, prompt: str) -> str:
-        completion = self.client.chat.completions.create(
-            model=self.model,
-            messages=[{"role": "user", "content": prompt}],
-            temperature=0,
-            max_tokens=self.max_tokens,
-        )
+        from openai import BadRequestError
+
+        try:
+            completion = self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                temperature=0,
+                max_tokens=self.max_tokens,
+            )
+        except BadRequestError as error:  # e.g. the prompt is too long for the judge: no score for this item
+            logger.warning("Judge gave no reply: %s", error)
+            return ""
         return completion.choices[0].message.content or ""
 
 
