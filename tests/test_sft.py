@@ -124,6 +124,10 @@ def test_alpaca_rows_become_user_and_assistant_turns():
     pairs = Dataset.from_list([{"prompt": "Hi", "completion": "Hello"}])
     expected = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     assert to_messages(pairs)[0]["messages"] == expected
+    chats = Dataset.from_list([{"messages": expected, "source": "x"}])
+    assert to_messages(chats, system_prompt="Be brief.")[0] == {
+        "messages": [{"role": "system", "content": "Be brief."}, *expected]
+    }
 
 
 def test_preference_rows_become_dpo_format_and_bad_layouts_are_named(shared_data):
