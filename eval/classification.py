@@ -72,6 +72,9 @@ class ClassificationEvalArguments:
     label_words: str | None = field(default=None, metadata={"help": "Word per class, in class order."})
     prompt_template: str = field(default=DEFAULT_PROMPT, metadata={"help": "Prompt with {text}."})
     description: str = field(default="", metadata={"help": "Instruction line before the examples."})
+    apply_chat_template: bool = field(
+        default=False, metadata={"help": "Prompt an instruction model through its chat template."}
+    )
     batch_size: int = 8
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
     trust_remote_code: bool = False
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
         shots = [int(k) for k in args.num_fewshot.split(",")]
         by_shots = prompted_predictions(
             lm, test, train, label_words, shots,
-            template=args.prompt_template, description=args.description, seed=args.seed,
+            template=args.prompt_template, description=args.description,
+            apply_chat_template=args.apply_chat_template, seed=args.seed,
         )  # fmt: skip
         predictions.update({("zero-shot" if k == 0 else f"{k}-shot"): p for k, p in by_shots.items()})
     if args.classifier_path:

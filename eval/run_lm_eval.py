@@ -45,6 +45,9 @@ class LmEvalArguments:
     )
     max_length: int | None = field(default=None, metadata={"help": "Context length (default: the model's)."})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Default: the model's."})
+    apply_chat_template: bool = field(
+        default=False, metadata={"help": "Prompt an instruction model through its chat template."}
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Load model code shipped with the model."}
     )
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         device=args.device,
         trust_remote_code=args.trust_remote_code,
         max_length=args.max_length,
+        apply_chat_template=args.apply_chat_template,
         seed=args.seed,
     )
     metrics = save_results(results, args.output_dir)

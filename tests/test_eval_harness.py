@@ -252,3 +252,15 @@ print(json.dumps([s["filtered_resps"] for s in results["samples"]["colours_file"
         float(ll) for sample in local["samples"]["colours_file"] for ll, _ in sample["filtered_resps"]
     ]
     assert len(remote) == 24 and remote == pytest.approx(in_package, abs=1e-4)
+
+
+def test_chat_template_for_instruction_models(tokenizer, task_files):
+    """With ``apply_chat_template`` the prompt (few-shot examples as earlier turns) is a chat conversation and
+    each choice is scored as the start of the assistant's reply."""
+    lm = HFLM(pretrained=tiny_model(max_position_embeddings=256), tokenizer=tokenizer, device="cpu")
+    results = evaluate_tasks(
+        lm, [str(task_files["choice"])], limit=2, num_fewshot=1, apply_chat_template=True
+    )
+    context, continuation = results["samples"]["colours_file"][0]["arguments"][0]
+    assert context.startswith("<|im_start|>user\nQuestion") and context.endswith("<|im_start|>assistant\n")
+    assert context.count("<|im_start|>user") == 2 and continuation == "red"

@@ -147,11 +147,13 @@ def prompted_predictions(
     *,
     template: str = DEFAULT_PROMPT,
     description: str = "",
+    apply_chat_template: bool = False,
     seed: int = 1234,
 ) -> dict[int, list[int]]:
     """For each number of shots k, the class ids a causal LM (an lm-eval ``LM``) predicts for ``test``: the
     label word with the highest log-likelihood after the prompt, with k random solved ``train`` examples
-    first (and ``description`` before everything)."""
+    first (and ``description`` before everything); with ``apply_chat_template`` (instruction models) the
+    prompt is a chat turn and the label word the assistant's reply."""
     if "{text}" not in template:
         raise ValueError(f"--prompt_template {template!r} must contain {{text}} where the text goes.")
     with tempfile.TemporaryDirectory(prefix="scratchgpt-classification-") as folder:
@@ -172,7 +174,7 @@ def prompted_predictions(
             )
             for k in shots
         ]
-        results = evaluate_tasks(lm, tasks, seed=seed)
+        results = evaluate_tasks(lm, tasks, apply_chat_template=apply_chat_template, seed=seed)
     predictions = {}
     for k, task in zip(shots, tasks, strict=True):
         samples = sorted(results["samples"][task.name], key=lambda sample: sample["doc_id"])

@@ -188,6 +188,7 @@ def evaluate_tasks(
     device: str | None = None,
     trust_remote_code: bool = False,
     max_length: int | None = None,
+    apply_chat_template: bool = False,
     seed: int = 1234,
 ) -> dict[str, Any]:
     """Run lm-eval's ``simple_evaluate`` and return its result dict, per-sample records included.
@@ -199,6 +200,8 @@ def evaluate_tasks(
         data_dir: the folder bundled tasks find their files in.
         max_length: context length for the harness (default: the model's ``max_position_embeddings``);
             longer requests are truncated from the left, as lm-eval always does.
+        apply_chat_template: wrap each prompt (few-shot examples as earlier turns) in the model's chat
+            template, for instruction-tuned models; the answer is scored as the assistant's reply.
     """
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -226,6 +229,7 @@ def evaluate_tasks(
             limit=limit,
             task_manager=manager,
             log_samples=True,
+            apply_chat_template=apply_chat_template,
             bootstrap_iters=1000,
             random_seed=seed,
             numpy_random_seed=seed,
