@@ -197,7 +197,9 @@ def load_splits(args: DataArguments, seed: int) -> tuple[DatasetDict, str]:
         splits = load_from_disk(source)
         missing = {"train", "validation"} - set(splits)
         if missing:
-            raise DataError(f"{source} holds splits {sorted(splits)}; the pipeline needs train and validation.")
+            raise DataError(
+                f"{source} holds splits {sorted(splits)}; the pipeline needs train and validation."
+            )
         description = Path(source) / CORPUS_FILE
         name = json.loads(description.read_text())["corpus"] if description.is_file() else str(source)
         return splits, name
@@ -228,7 +230,7 @@ def load_tokenizer(args: ModelArguments, train_text: Dataset) -> ScratchGPTToken
     if name:
         return ScratchGPTTokenizer.from_pretrained(name)
     return ScratchGPTTokenizer.train(
-        (row["text"] for row in train_text), vocab_size=args.tokenizer_vocab_size, show_progress=False
+        (row["text"] for row in train_text), vocab_size=args.tokenizer_vocab_size, show_progress=True
     )
 
 

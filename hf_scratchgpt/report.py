@@ -2,7 +2,8 @@
 
 ``build_report(run_dir)`` reads ``RUN/speedrun.json`` (stage times and budgets) and each stage folder's
 ``metrics.json`` (plus ``trainer_state.json`` and ``samples.json`` where a stage wrote them), and writes
-``RUN/report.md``, ``RUN/loss_curves.png`` and ``RUN/metrics.json`` (every stage's metrics in one file).
+``RUN/report.md``, a loss-curve PNG per training stage and ``RUN/metrics.json`` (every stage's metrics in one
+file). A stage that saved a model is shown with the same renderer as its model card (``hf_scratchgpt.cards``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import matplotlib
 
+from .cards import render_sections
 from .hardware import machine_summary
 
 matplotlib.use("Agg")  # no display on training machines
@@ -90,28 +92,23 @@ def _run_section(record: dict[str, Any], pretrain: dict[str, Any] | None) -> str
     return "\n".join(lines)
 
 
-def _pretrain_section(metrics: dict[str, Any], stage_dir: Path, run_dir: Path) -> str:
-    budget = metrics.get("budget") or {}
-    size = budget.get("size")
-    lines = [
-        f"- **Model**: {'`' + size['name'] + '` rung, ' if size else ''}{metrics['num_parameters'] / 1e6:.2f}M "
-        f"parameters ({metrics['non_embedding_parameters'] / 1e6:.2f}M non-embedding), context "
-        f"{metrics['block_size']}, vocabulary {metrics['vocab_size']}",
-        f"- **Size chosen by**: {budget.get('size_rule', 'the recipe (no time budget)')}",
-        f"- **Training**: {metrics['max_steps']} steps, {metrics['tokens_seen'] / 1e6:.2f}M tokens seen, "
-        f"{metrics['train_runtime']:.0f} s, final training loss {metrics['train_loss']:.3f}",
-        f"- **Validation** (all {metrics['eval_blocks']} blocks of the held-out split, the run's one "
-        f"validation loss): loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.2f}, "
-        f"{metrics['eval_bits_per_byte']:.3f} bits per byte",
-        f"- **Corpus**: {metrics['corpus']}",
-    ]
+def _model_sections(metrics: dict[str, Any], stage_dir: Path, run_dir: Path, name: str) -> str:
+    """A stage that saved a model: the size rule (when a budget chose it), then the model card's sections."""
+    lines = []
+    if (metrics.get("budget") or {}).get("size_rule"):
+        lines.append(f"**Model size chosen by**: {metrics['budget']['size_rule']}.\n")
+    loss_curve = None
     state = _read_json(stage_dir / "trainer_state.json")
-    if state and (loss_curves(state["log_history"])["train"]):
-        plot_loss_curves(state["log_history"], run_dir / "loss_curves.png", title="ScratchGPT pretraining")
-        lines.append(
-            "\n![loss curves](loss_curves.png)\n\n(The validation points during training use an evenly "
-            "spaced subset of the validation blocks; the number above uses all of them.)"
-        )
+    if state and loss_curves(state["log_history"])["train"]:
+        loss_curve = f"loss_curves_{name}.png"
+        plot_loss_curves(state["log_history"], run_dir / loss_curve, title=f"ScratchGPT {name}")
+    config = stage_dir / "config.json"
+    for title, markdown in render_sections(metrics, config=config if config.is_file() else None,
+                                           loss_curve=loss_curve):  # fmt: skip
+        lines.append(f"### {title}\n\n{markdown}\n")
+    if loss_curve:
+        lines.append("(Validation points on the curve use an evenly spaced subset of the validation blocks when "
+                     "`max_eval_blocks` is set; the validation loss in the table uses all of them.)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -142,7 +139,10 @@ def build_report(run_dir: str | Path) -> Path:
         all_metrics[name] = metrics
         if name == "pretrain":
             pretrain = metrics
-            sections.append(("Pretraining", _pretrain_section(metrics, stage_dir, run_dir)))
+        if (stage_dir / "config.json").is_file():
+            sections.append(
+                (name.replace("_", " ").capitalize(), _model_sections(metrics, stage_dir, run_dir, name))
+            )
         else:
             shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "corpus"}
             sections.append((name.replace("_", " ").capitalize(), metrics_table(shown)))

@@ -10,20 +10,15 @@ Nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import time
 import urllib.error
 import urllib.request
 from io import BytesIO
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hub_server import LocalHub
+from hub_server import LocalHub, run_client
 
 REPO = "testuser/stories"
 TRAIN = [
@@ -58,19 +53,6 @@ configs:
 ---
 # Tales
 """
-
-# Set by `make test` (or a user's shell); the subprocess must see none of them.
-_CLEARED = (
-    "HF_HUB_OFFLINE",
-    "HF_DATASETS_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "HF_HUB_CACHE",
-    "HUGGINGFACE_HUB_CACHE",
-)
-_MARK = "@@RESULT@@"
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _jsonl(rows: list[dict]) -> str:
@@ -111,37 +93,6 @@ def hub(hub_server):
     """The module's server, with the request log of earlier tests cleared."""
     hub_server.requests.clear()
     return hub_server
-
-
-def run_client(endpoint: str, code: str, tmp_path: Path, timeout: float = 90) -> dict:
-    """Run ``code`` in a fresh Python against ``endpoint``; it must set ``result`` (JSON-able)."""
-    env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
-    env.update(
-        HF_ENDPOINT=endpoint,
-        HF_HOME=str(tmp_path / "hf_home"),
-        HF_DATASETS_CACHE=str(tmp_path / "datasets_cache"),
-        HF_HUB_DISABLE_XET="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        PYTHONIOENCODING="utf-8",
-        # hf_scratchgpt importable from any cwd, installed or not.
-        PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    script = f"import json\n{textwrap.dedent(code)}\nprint({_MARK!r} + json.dumps(result))\n"
-    # cwd=tmp_path: no local folder named like the repo id can shadow it.
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
-    if proc.returncode != 0 or _MARK not in proc.stdout:
-        pytest.fail(f"client failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.rsplit(_MARK, 1)[1])
 
 
 def _fetched(hub: LocalHub, path: str) -> bool:

@@ -88,7 +88,8 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
 
 
 def test_shipped_recipes_parse_and_match_nanogpt():
-    for recipe in sorted((REPO / "training" / "configs").glob("*.yaml")):
+    for name in ("tiny.yaml", "shakespeare_char.yaml", "gpt2_124m.yaml"):  # the pretraining recipes
+        recipe = REPO / "training" / "configs" / name
         # --use_cpu: the GPU recipe would otherwise look for a GPU.
         parse_args(
             (ModelArguments, DataArguments, ScratchGPTTrainingArguments),

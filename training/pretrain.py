@@ -31,6 +31,8 @@ from hf_scratchgpt.budget import (
     plan_to_budget,
     tokens_per_step,
 )
+from hf_scratchgpt.cards import write_model_card
+from hf_scratchgpt.checkpoints import resume_requested
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import score_blocks, token_byte_lengths, tokenize_and_pack
 from hf_scratchgpt.hardware import describe_machine
@@ -44,7 +46,12 @@ from hf_scratchgpt.pretraining import (
     model_config,
     size_is_open,
 )
-from hf_scratchgpt.training import SampleGenerationCallback, ScratchGPTTrainer, ScratchGPTTrainingArguments
+from hf_scratchgpt.training import (
+    SampleGenerationCallback,
+    ScratchGPTTrainer,
+    ScratchGPTTrainingArguments,
+    check_output_dir,
+)
 
 logger = logging.getLogger("pretrain")
 
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(
         level=logging.INFO if training_args.should_log else training_args.get_process_log_level()
     )
+    check_output_dir(training_args)  # another run's work in --output_dir: refuse before loading anything
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +86,11 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. Fit the run to the time budget: measure this machine, pick the size if none was given, set max_steps.
     budget_file = output_dir / "budget.json"
     size = None
-    if budget_args.time_budget and training_args.resume_from_checkpoint and budget_file.is_file():
+    if (
+        budget_args.time_budget
+        and resume_requested(training_args.resume_from_checkpoint)
+        and budget_file.is_file()
+    ):
         plan = json.loads(budget_file.read_text())  # a resumed run keeps its size and schedule
     elif budget_args.time_budget:
 
@@ -193,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
             "budget": plan if budget_args.time_budget else None,
             "script_seconds": time.perf_counter() - started,
         }
+        write_model_card(output_dir, metrics=metrics)  # README.md: the Hub model card
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"validation loss {validation['loss']:.4f}, {validation['bits_per_byte']:.3f} bits/byte; "
               f"model in {output_dir}")  # fmt: skip

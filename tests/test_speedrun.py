@@ -1,0 +1,114 @@
+"""The main job end to end: stages hand over folders, a rerun resumes, a failure says how to resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from conftest import load_script
+from transformers import AutoModelForCausalLM
+
+speedrun = load_script("training/speedrun.py")
+pretrain = load_script("training/pretrain.py")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    rng = random.Random(1)
+    lines = [" ".join(f"The {rng.choice(['cat', 'dog', 'fox'])} {rng.choice(['runs', 'eats'])}." for _ in range(4))
+             for _ in range(200)]  # fmt: skip
+    path = tmp_path_factory.mktemp("corpus") / "lines.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def small_job(run_dir: Path, corpus: Path, *extra: str) -> list[str]:
+    return [
+        "--run_dir", str(run_dir), "--data", str(corpus), "--txt_mode", "line", "--tokenizer_vocab_size", "300",
+        "--preset", "tiny", "--model_overrides", "n_layer=1,n_embd=32,n_head=2,max_position_embeddings=32",
+        "--eval_steps", "3", "--logging_steps", "3", "--report_to", "none", "--disable_tqdm", "true",
+        "--save_strategy", "no", *extra,
+    ]  # fmt: skip
+
+
+def test_stages_hand_over_folders_and_a_rerun_skips_them(corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    report = speedrun.main(small_job(run, corpus, "--max_steps", "6", "--time_budget", "10"))
+    for stage in ("data", "tokenizer", "pretrain", "samples"):
+        assert (run / stage / "metrics.json").is_file(), stage
+    assert {p.name for p in run.iterdir()} >= {
+        "report.md",
+        "metrics.json",
+        "loss_curves_pretrain.png",
+        "speedrun.json",
+        "model",
+    }
+    data = json.loads((run / "data" / "metrics.json").read_text())
+    tokenizer = json.loads((run / "tokenizer" / "metrics.json").read_text())
+    assert (
+        tokenizer["train_documents"] == data["train_documents"] == 180
+    )  # the tokenizer saw the train split only
+    pretrained = json.loads((run / "pretrain" / "metrics.json").read_text())
+    assert (
+        pretrained["max_steps"] == 6 and pretrained["tokens_seen"] == 6 * 16 * 32
+    )  # explicit steps: no budget
+    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    assert model.num_parameters() == pretrained["num_parameters"]
+
+    text = report.read_text()
+    merged = json.loads((run / "metrics.json").read_text())
+    assert set(merged) >= {"run", "data", "tokenizer", "pretrain", "samples"}
+    for fact in (pretrained["machine"]["cpu"], f"**Precision**: {pretrained['precision']}", "**Time budget**: 10 min",
+                 "| training tokens seen |", "## Samples: samples"):  # fmt: skip
+        assert fact in text, fact
+    # One validation loss per run: one table row, the number pretraining measured on every validation block.
+    assert text.count("| validation loss |") == 1
+    assert f"| validation loss | {pretrained['eval_loss']:.4g}" in text
+    assert "| validation bits per byte |" in text
+    stages = merged["run"]["stages"]
+    assert [entry["status"] for entry in stages.values()] == ["done"] * 4
+    assert all(entry["seconds"] > 0 for entry in stages.values())
+
+    with pytest.raises(FileExistsError, match="--resume"):
+        speedrun.main(small_job(run, corpus, "--max_steps", "6"))
+    capsys.readouterr()
+    speedrun.main(small_job(run, corpus, "--max_steps", "6", "--resume"))
+    assert capsys.readouterr().out.count("already complete") == 4
+    assert json.loads((run / "speedrun.json").read_text())["stages"]["pretrain"]["status"] == "reused"
+
+
+def test_a_failing_stage_keeps_earlier_outputs_and_says_how_to_resume(corpus, tmp_path):
+    run = tmp_path / "run"
+    # A block longer than the model's context: pretraining refuses it (before tokenizing).
+    with pytest.raises(
+        SystemExit, match=r"(?s)stage 'pretrain' failed .*intact \(data, tokenizer\).*--resume"
+    ):
+        speedrun.main(small_job(run, corpus, "--max_steps", "2", "--block_size", "64"))
+    assert (run / "data" / "metrics.json").is_file() and (run / "tokenizer" / "metrics.json").is_file()
+    assert not (run / "pretrain" / "metrics.json").exists()
+    assert json.loads((run / "speedrun.json").read_text())["stages"]["pretrain"]["status"] == "failed"
+
+
+def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
+    out = tmp_path / "pretrain"
+    metrics = pretrain.main([
+        "--data", str(corpus), "--txt_mode", "line", "--tokenizer_name_or_path", "byte", "--output_dir", str(out),
+        "--time_budget", "0.75", "--budget_probe_steps", "2", "--per_device_train_batch_size", "2",
+        "--max_eval_blocks", "4", "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no",
+        "--eval_strategy", "steps",
+    ])  # fmt: skip
+    plan = json.loads((out / "budget.json").read_text())
+    assert plan["size"]["name"] in {"pico", "nano", "micro", "tiny"} and "Chinchilla" in plan["size_rule"]
+    assert metrics["max_steps"] == plan["max_steps"] >= 10 and metrics["budget"] == plan
+    assert metrics["tokens_seen"] == plan["max_steps"] * 2 * metrics["block_size"]
+    assert metrics["non_embedding_parameters"] < metrics["num_parameters"]
