@@ -119,6 +119,11 @@ def test_resolve_tasks(tmp_path, task_files):
         ("mine", "multiple_choice.yaml"),
     ]
     assert standard == ["hellaswag"]
+    as_list = tmp_path / "listed.json"  # a JSON list, indented over many lines
+    as_list.write_text(
+        json.dumps([json.loads(line) for line in task_files["wino"].read_text().splitlines()], indent=2)
+    )
+    assert resolve_tasks([str(as_list)])[0][0].template == "winogrande.yaml"
     with pytest.raises(TaskError, match="--data_dir"):
         resolve_tasks(["boolq_local"])
     with pytest.raises(TaskError, match="does not exist"):

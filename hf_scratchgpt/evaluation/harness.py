@@ -64,14 +64,16 @@ class LocalTask:
 
 
 def first_record(path: Path) -> dict[str, Any]:
-    """The first record of a JSON-lines file or of a JSON file holding a list of records."""
-    with path.open(encoding="utf-8") as handle:
-        if path.suffix == ".jsonl":
-            line = next((line for line in handle if line.strip()), None)
-            record = json.loads(line) if line else None
-        else:
-            records = json.load(handle)
-            record = records[0] if isinstance(records, list) and records else None
+    """The first record of a JSON-lines file or of a JSON file holding a list of records (either suffix)."""
+    text = path.read_text(encoding="utf-8")
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        record = json.loads(first_line)
+    except json.JSONDecodeError:  # a JSON list spread over lines
+        records = json.loads(text)
+        record = records[0] if isinstance(records, list) and records else None
+    if isinstance(record, list):  # a JSON list on one line
+        record = record[0] if record else None
     if not isinstance(record, dict):
         raise TaskError(f"{path}: expected JSON records (one object per line in a .jsonl file).")
     return record
