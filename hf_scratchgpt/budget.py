@@ -18,6 +18,7 @@ for the attention scores.
 from __future__ import annotations
 
 import copy
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from typing import Any
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 # Tokens per non-embedding parameter of a compute-optimal run (Hoffmann et al. 2022, "Chinchilla").
 CHINCHILLA_TOKENS_PER_PARAMETER = 20.0
@@ -273,6 +276,30 @@ def measure_seconds_per_step(
     return sum(intervals) / len(intervals)
 
 
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training when the stage's time is up, for stages that cannot size ``max_steps`` in advance.
+
+    Fine-tuning stages (classifier, SFT, DPO) use it: their steps cost very different amounts depending on
+    the data, so instead of a measured ``max_steps`` they train until ``deadline`` (a ``time.perf_counter()``
+    value) and then stop cleanly, with the learning-rate schedule cut where it stood.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.stopped_at_step: int | None = None
+
+    @classmethod
+    def for_stage(cls, time_budget_minutes: float, started: float, share: float = 0.7) -> TimeBudgetCallback:
+        """Training may use ``share`` of the stage's budget; the rest is for evaluating and saving."""
+        return cls(started + time_budget_minutes * 60 * share)
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        if time.perf_counter() >= self.deadline and not control.should_training_stop:
+            control.should_training_stop = True
+            self.stopped_at_step = state.global_step
+            logger.warning("time budget reached: training stops at step %d of %d", state.global_step, state.max_steps)
+
+
 def tokens_per_step(args: TrainingArguments, block_size: int) -> int:
     """Tokens one optimizer step trains on, over all processes."""
     return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * block_size
@@ -290,6 +317,7 @@ __all__ = [
     "SIZE_LADDER",
     "ModelSize",
     "SizeChoice",
+    "TimeBudgetCallback",
     "choose_model_size",
     "flops_per_second",
     "max_steps_for_budget",

@@ -142,3 +142,26 @@ def test_measuring_a_real_step_leaves_the_model_untouched(tmp_path):
     assert 0 < seconds < 30
     assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
     assert args.max_steps == -1 and args.output_dir == str(tmp_path)  # the run's own arguments are unchanged
+
+
+def test_time_budget_callback_stops_training_when_the_time_is_up(tmp_path):
+    import time
+
+    from transformers import Trainer
+
+    from hf_scratchgpt.budget import TimeBudgetCallback
+
+    tokenizer = ScratchGPTTokenizer()
+    config = ScratchGPTConfig.from_preset("tiny", vocab_size=len(tokenizer), num_hidden_layers=1, hidden_size=32,
+                                          num_attention_heads=2, max_position_embeddings=16)  # fmt: skip
+    blocks = Dataset.from_dict({"input_ids": [[i % 200 + 5] * 16 for i in range(64)]})
+    args = ScratchGPTTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=30,
+                                       report_to="none", use_cpu=True, precision="fp32", save_strategy="no")  # fmt: skip
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    out_of_time = TimeBudgetCallback(deadline=time.perf_counter() + 0.0)
+    trainer = Trainer(model=ScratchGPTForCausalLM(config), args=args, train_dataset=blocks, data_collator=collator,
+                      callbacks=[out_of_time])  # fmt: skip
+    trainer.train()
+    assert trainer.state.global_step == out_of_time.stopped_at_step == 1
+    plenty = TimeBudgetCallback.for_stage(10.0, time.perf_counter())  # 7 of 10 minutes for training
+    assert plenty.deadline == pytest.approx(time.perf_counter() + 420, abs=5)

@@ -14,9 +14,14 @@ field of InstructionDataArguments, DPOArguments (hf_scratchgpt.finetuning.instru
 LoRAModelConfig (trl.ModelConfig) can be set in --config FILE.yaml.
 """
 
+import time
+from pathlib import Path
+
 from transformers import AutoModelForCausalLM
 from trl import DPOTrainer, get_peft_config
 
+from hf_scratchgpt.budget import BudgetArguments, TimeBudgetCallback
+from hf_scratchgpt.cards import write_model_card
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import split_train_validation
 from hf_scratchgpt.finetuning.instruction_tuning import (
@@ -34,8 +39,9 @@ from hf_scratchgpt.gpt2_start import load_model_and_tokenizer
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, training_args, model_args = parse_args(
-        (InstructionDataArguments, DPOArguments, LoRAModelConfig), argv
+    started = time.perf_counter()
+    data_args, training_args, model_args, budget_args = parse_args(
+        (InstructionDataArguments, DPOArguments, LoRAModelConfig, BudgetArguments), argv
     )
 
     # Start from the SFT model (any causal LM folder or Hub id works).
@@ -56,7 +62,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     if model_args.use_peft:  # the adapter must name a base that loads: save a converted/grown start model
         save_start_model(model, tokenizer, training_args.output_dir)
+    # Within the main job's budget: train until this stage's time is up (or max_steps, if sooner).
+    callbacks = (
+        [TimeBudgetCallback.for_stage(budget_args.time_budget, started)] if budget_args.time_budget else []
+    )
     trainer = DPOTrainer(
+        callbacks=callbacks,
         model=model,
         args=training_args,
         train_dataset=splits["train"],
@@ -91,6 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
         "precision": training_args.precision,
         "model_dir": str(merged_dir),
     }
+    # Model cards (README.md) for the merged model and, with LoRA, the adapter; metrics.json last.
+    for model_dir in {merged_dir, Path(training_args.output_dir)} if model_args.use_peft else {merged_dir}:
+        write_model_card(model_dir, metrics=metrics, base_model=model_args.model_name_or_path)
     write_json(f"{training_args.output_dir}/metrics.json", metrics)
     trainer.accelerator.print(f"DPO done: {metrics}")
     return metrics

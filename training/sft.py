@@ -16,9 +16,14 @@ instructions) and, last, metrics.json. Every field of InstructionDataArguments, 
 (hf_scratchgpt.finetuning.instruction_tuning) and trl.ModelConfig can be set in --config FILE.yaml.
 """
 
+import time
+from pathlib import Path
+
 from transformers import AutoModelForCausalLM
 from trl import ModelConfig, SFTTrainer, get_peft_config
 
+from hf_scratchgpt.budget import BudgetArguments, TimeBudgetCallback
+from hf_scratchgpt.cards import write_model_card
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import split_train_validation
 from hf_scratchgpt.finetuning.instruction_tuning import (
@@ -36,8 +41,9 @@ from hf_scratchgpt.gpt2_start import load_model_and_tokenizer
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, training_args, model_args = parse_args(
-        (InstructionDataArguments, SFTArguments, ModelConfig), argv
+    started = time.perf_counter()
+    data_args, training_args, model_args, budget_args = parse_args(
+        (InstructionDataArguments, SFTArguments, ModelConfig, BudgetArguments), argv
     )
 
     # Model and tokenizer: ours, any causal LM, or GPT-2 converted; the chat tokens added where missing.
@@ -58,7 +64,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     if model_args.use_peft:  # the adapter must name a base that loads: save a converted/grown start model
         save_start_model(model, tokenizer, training_args.output_dir)
+    # Within the main job's budget: train until this stage's time is up (or max_steps, if sooner).
+    callbacks = (
+        [TimeBudgetCallback.for_stage(budget_args.time_budget, started)] if budget_args.time_budget else []
+    )
     trainer = SFTTrainer(
+        callbacks=callbacks,
         model=model,
         args=training_args,
         train_dataset=splits["train"],
@@ -93,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
         "precision": training_args.precision,
         "model_dir": str(merged_dir),
     }
+    # Model cards (README.md) for the merged model and, with LoRA, the adapter; metrics.json last.
+    for model_dir in {merged_dir, Path(training_args.output_dir)} if model_args.use_peft else {merged_dir}:
+        write_model_card(model_dir, metrics=metrics, base_model=model_args.model_name_or_path)
     write_json(f"{training_args.output_dir}/metrics.json", metrics)
     trainer.accelerator.print(f"SFT done: {metrics}")
     return metrics
