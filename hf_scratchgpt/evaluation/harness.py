@@ -170,6 +170,7 @@ def load_lm(
         return model
     return HFLM(
         pretrained=model,
+        backend="causal",  # every model here is a causal LM; lm-eval only guesses for types it has not listed
         tokenizer=tokenizer,
         device=device or default_device(),
         batch_size=batch_size,
