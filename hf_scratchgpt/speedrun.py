@@ -41,7 +41,7 @@ class Stage:
     name: str
     command: list[str]
     output_dir: Path
-    weight: float = 0.05
+    weight: float = 0.0  # share of the time left, for stages with a budget_flag
     budget_flag: str | None = None  # e.g. "--time_budget": the stage is told its share, in minutes
     reserve_seconds: float = 20.0  # what the stage costs at least (process start, imports), kept for it
     resume_args: list[str] = field(default_factory=list)  # added when an earlier attempt was interrupted
@@ -86,11 +86,10 @@ def run_stages(
             continue
         command = list(stage.command)
         if budget_minutes and stage.budget_flag:
+            to_run = [s for s in stages[index:] if not s.skip_reason and not (resume and s.complete)]
             left = budget_minutes * 60 - (time.perf_counter() - started)
-            weights = sum(
-                s.weight for s in stages[index:] if not s.skip_reason and not (resume and s.complete)
-            )
-            share = max(left, 0.0) * stage.weight / weights
+            left -= sum(s.reserve_seconds for s in to_run[1:])  # what the later stages need at least
+            share = max(left, 0.0) * stage.weight / sum(s.weight for s in to_run if s.budget_flag)
             entry["budget_seconds"] = share
             command += [stage.budget_flag, f"{share / 60:.3f}"]
         if resume and stage.output_dir.exists():

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import load_script
 from transformers import AutoModelForCausalLM
+
+from hf_scratchgpt.speedrun import Stage, StageFailed, check_run_dir, run_stages
 
 speedrun = load_script("training/speedrun.py")
 pretrain = load_script("training/pretrain.py")
@@ -112,3 +115,48 @@ def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
     assert metrics["max_steps"] == plan["max_steps"] >= 10 and metrics["budget"] == plan
     assert metrics["tokens_seen"] == plan["max_steps"] * 2 * metrics["block_size"]
     assert metrics["non_embedding_parameters"] < metrics["num_parameters"]
+
+
+def fake_stage(name: str, run: Path, **settings) -> Stage:
+    """A stage whose command only records the arguments it got and writes its metrics.json."""
+    out = run / name
+    code = ("import json, pathlib, sys; out = pathlib.Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True); "
+            "(out / 'metrics.json').write_text(json.dumps({'argv': sys.argv[2:]}))")  # fmt: skip
+    return Stage(name, [sys.executable, "-c", code, str(out)], out, **settings)
+
+
+def test_budget_shares_reserves_skips_and_resume(tmp_path):
+    run = tmp_path / "run"
+    stages = [
+        fake_stage("first", run),
+        fake_stage("big", run, weight=0.75, budget_flag="--time_budget"),
+        fake_stage("small", run, weight=0.25, budget_flag="--time_budget", reserve_seconds=30),
+        fake_stage("missing", run, skip_reason="no data here", reserve_seconds=1000),
+        fake_stage("last", run, reserve_seconds=60),
+    ]
+    record = run_stages(stages, run, budget_minutes=10, resume=False, resume_command="again")
+    statuses = {name: entry["status"] for name, entry in record["stages"].items()}
+    assert statuses == {"first": "done", "big": "done", "small": "done", "missing": "skipped", "last": "done"}
+    big = record["stages"]["big"]["budget_seconds"]
+    # 600 s minus what the later stages that will run need (30 + 60, not the skipped one's 1000), 3/4 of it.
+    assert big == pytest.approx((600 - 90) * 0.75, abs=3)
+    assert json.loads((run / "big" / "metrics.json").read_text())["argv"] == [
+        "--time_budget",
+        f"{big / 60:.3f}",
+    ]
+    # The fake "big" stage finished at once: what it left goes to the next budgeted stage.
+    assert record["stages"]["small"]["budget_seconds"] == pytest.approx(600 - 60, abs=5)
+    # A rerun with resume runs nothing; without resume the folder is refused.
+    again = run_stages(stages, run, budget_minutes=10, resume=True, resume_command="again")
+    assert {entry["status"] for name, entry in again["stages"].items() if name != "missing"} == {"reused"}
+    with pytest.raises(FileExistsError, match="--resume"):
+        check_run_dir(run, resume=False)
+
+
+def test_a_stage_that_writes_no_metrics_has_failed(tmp_path):
+    run = tmp_path / "run"
+    broken = Stage("broken", [sys.executable, "-c", "print('did nothing')"], run / "broken")
+    with pytest.raises(
+        StageFailed, match=r"(?s)'broken' failed \(no metrics.json.*Resume with:\n    make it so"
+    ):
+        run_stages([fake_stage("ok", run), broken], run, None, False, "make it so")

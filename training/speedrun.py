@@ -1,4 +1,4 @@
-"""The main job: data -> tokenizer -> pretraining -> samples -> report, within a time budget.
+"""The main job: data -> tokenizer -> pretraining -> samples [-> fine-tuning -> evaluations] -> report, in a budget.
 
     make speedrun                                            # or: python training/speedrun.py
     python training/speedrun.py --time_budget 30 --data-dir ../shared/data/pretrain --txt_mode line
@@ -11,7 +11,12 @@ eval/generate_samples.py), run as a separate process that reads the previous sta
     RUN/tokenizer/  BPE trained on the train split only
     RUN/pretrain/   the model (+ tokenizer), checkpoints, budget.json; RUN/model points to it
     RUN/samples/    generations of the reloaded model
-    RUN/report.md, RUN/metrics.json, RUN/loss_curves.png, RUN/speedrun.json
+    with --task_data_dir DIR (e.g. ../shared/data), else skipped with a one-line notice:
+    RUN/classifier-sms/  SMS spam classifier (training/finetune_classifier.py)
+    RUN/sft/, RUN/dpo/   instruction tuning and preference tuning (training/sft.py, training/dpo.py)
+    RUN/eval/{lm_eval,classification,instruction}/  eval/run_lm_eval.py, eval/classification.py,
+                         eval/instruction_following.py (ROUGE; an LLM judge with --judge_model)
+    RUN/report.md, RUN/metrics.json, RUN/loss_curves_*.png, RUN/speedrun.json
 
 --time_budget (minutes, default 15) covers the whole job: each stage gets its share of the time left, and
 pretraining measures this machine's speed to choose the model size and the number of steps. Data options
@@ -49,6 +54,17 @@ class SpeedrunArguments:
     )
     overwrite: bool = field(default=False, metadata={"help": "Delete --run_dir first and start over."})
     tokenizer_vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the trained tokenizer."})
+    task_data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder with the fine-tuning and evaluation data (as ../shared/data: classification/"
+            "sms_spam.tsv, instruction/*.json, eval/*.jsonl). Stages whose file is missing are skipped."
+        },
+    )
+    eval_limit: int = field(default=50, metadata={"help": "Examples per evaluation task in the main job."})
+    judge_model: str | None = field(
+        default=None, metadata={"help": "A local chat model (folder or Hub id) to judge instruction answers."}
+    )
 
 
 def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -77,21 +93,65 @@ def main(argv: list[str] | None = None) -> Path:
     budget = args.time_budget or None
     python = sys.executable
 
+    def task_file(relative: str) -> tuple[str, str | None]:
+        """A file of --task_data_dir, and the reason to skip its stages when it is not there."""
+        if not args.task_data_dir:
+            return "", f"no task data: pass --task_data_dir DIR with {relative}"
+        path = Path(args.task_data_dir) / relative
+        return str(path), None if path.is_file() else f"{path} not found"
+
+    sms, no_sms = task_file("classification/sms_spam.tsv")
+    instructions, no_instructions = task_file("instruction/instruction-data.json")
+    preferences, no_preferences = task_file("instruction/instruction-data-with-preference.json")
+    arc, no_eval = task_file("eval/arc_easy.jsonl")
+    configs, pretrained = HERE / "configs", str(run / "pretrain")
+    # Stages with a budget flag get `weight` shares of the time left; the others are paid for by their
+    # reserve_seconds (process start, loading, a fixed amount of work), kept aside while earlier stages run.
     stages = [
         Stage("data", [python, str(HERE / "prepare_data.py"), "--output_dir", str(run / "data"), *data_options],
-              run / "data", weight=0.02),
+              run / "data"),
         Stage("tokenizer", [python, str(HERE / "train_tokenizer.py"), "--data", str(run / "data"),
                             "--vocab_size", str(args.tokenizer_vocab_size), "--output_dir", str(run / "tokenizer")],
-              run / "tokenizer", weight=0.04),
-        Stage("pretrain", [python, str(HERE / "pretrain.py"), "--config", str(HERE / "configs" / "tiny.yaml"),
+              run / "tokenizer"),
+        Stage("pretrain", [python, str(HERE / "pretrain.py"), "--config", str(configs / "tiny.yaml"),
                            "--data", str(run / "data"), "--tokenizer_name_or_path", str(run / "tokenizer"),
-                           "--output_dir", str(run / "pretrain"), *pretrain_options],
-              run / "pretrain", weight=0.88,
+                           "--output_dir", pretrained, *pretrain_options],
+              run / "pretrain", weight=0.75,
               budget_flag=None if "--max_steps" in pretrain_options else "--time_budget",
               resume_args=["--resume_from_checkpoint", "latest"]),
-        Stage("samples", [python, str(REPO / "eval" / "generate_samples.py"),
-                          "--model_name_or_path", str(run / "pretrain"), "--output_dir", str(run / "samples")],
-              run / "samples", weight=0.03),
+        Stage("samples", [python, str(REPO / "eval" / "generate_samples.py"), "--model_name_or_path", pretrained,
+                          "--output_dir", str(run / "samples")],
+              run / "samples"),
+        Stage("classifier", [python, str(HERE / "finetune_classifier.py"), "--config", str(configs / "finetune_sms_spam.yaml"),
+                             "--model_name_or_path", pretrained, "--train_file", sms,
+                             "--output_dir", str(run / "classifier-sms"), "--max_steps", "150"],
+              run / "classifier-sms", reserve_seconds=60, skip_reason=no_sms),
+        Stage("sft", [python, str(HERE / "sft.py"), "--config", str(configs / "sft_instruction.yaml"),
+                      "--model_name_or_path", pretrained, "--dataset_name", instructions, "--output_dir", str(run / "sft")],
+              run / "sft", weight=0.08, reserve_seconds=45, budget_flag="--time_budget", skip_reason=no_instructions),
+        Stage("dpo", [python, str(HERE / "dpo.py"), "--config", str(configs / "dpo_instruction.yaml"),
+                      "--model_name_or_path", str(run / "sft" / "merged"), "--dataset_name", preferences,
+                      "--output_dir", str(run / "dpo")],
+              run / "dpo", weight=0.04, reserve_seconds=45, budget_flag="--time_budget",
+              skip_reason=no_instructions or no_preferences),
+        Stage("eval_lm", [python, str(REPO / "eval" / "run_lm_eval.py"), "--model_name_or_path", pretrained,
+                          "--tasks", "arc_easy_local,arc_challenge_local,hellaswag_local,boolq_local,winogrande_local",
+                          "--data_dir", str(Path(arc).parent), "--num_fewshot", "0", "--limit", str(args.eval_limit),
+                          "--device", "cpu", "--output_dir", str(run / "eval" / "lm_eval")],
+              run / "eval" / "lm_eval", reserve_seconds=90, skip_reason=no_eval),
+        Stage("eval_classification", [python, str(REPO / "eval" / "classification.py"), "--train_file", sms,
+                                      "--headerless_label_text", "true", "--balance_classes", "undersample",
+                                      "--model_name_or_path", pretrained, "--num_fewshot", "0,4",
+                                      "--classifier_path", str(run / "classifier-sms"),
+                                      "--max_test_samples", str(args.eval_limit * 2),
+                                      "--output_dir", str(run / "eval" / "classification")],
+              run / "eval" / "classification", reserve_seconds=60, skip_reason=no_sms),
+        Stage("eval_instruction", [python, str(REPO / "eval" / "instruction_following.py"),
+                                   "--model_name_or_path", str(run / "sft" / "merged"), "--dataset_name", instructions,
+                                   "--limit", str(max(args.eval_limit // 5, 1)),
+                                   "--output_dir", str(run / "eval" / "instruction"),
+                                   *(["--judge_model_name_or_path", args.judge_model] if args.judge_model else [])],
+              run / "eval" / "instruction", reserve_seconds=60, skip_reason=no_instructions),
     ]  # fmt: skip
 
     resume_command = shlex.join(["python", "training/speedrun.py", *[a for a in argv if a != "--overwrite"]])
