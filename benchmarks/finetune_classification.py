@@ -12,8 +12,8 @@
 
 Each task runs training/finetune_classifier.py in its own process with the recipe
 training/configs/finetune_sms_spam.yaml (all weights trained, batch 16, lr 5e-4); its test accuracy, macro
-F1, majority-class accuracy, steps and wall time are merged into benchmarks/results.json under the key
-"finetune_classification", with the machine they ran on.
+F1, majority-class accuracy, steps and wall time, with the base model and the machine, replace that task's
+record under the key "finetune_classification" of benchmarks/results.json (other tasks' records stay).
 """
 
 from __future__ import annotations
@@ -74,18 +74,18 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--data_dir {args.data_dir}: no such folder (it needs sms_spam.tsv, sst2_*.tsv).")
 
     machine = describe_machine()
-    result = {
+    context = {
         "base_model": args.model_name_or_path,
         "overrides": overrides,
         "machine": machine_summary(machine),
         "machine_details": machine,
         "date": time.strftime("%Y-%m-%d"),
     }
-    for task in args.tasks.split(","):
-        result[task] = run_task(task, args, overrides)
+    result = {task: {**run_task(task, args, overrides), **context} for task in args.tasks.split(",")}
+    # Each task's record stands alone, so tasks run at different times (or step budgets) sit side by side.
     results_file = HERE / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    results["finetune_classification"] = result
+    results["finetune_classification"] = {**results.get("finetune_classification", {}), **result}
     results_file.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result

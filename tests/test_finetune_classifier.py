@@ -267,6 +267,10 @@ def test_texts_longer_than_the_context_are_cut_with_one_warning(tokenizer, caplo
     with caplog.at_level(logging.WARNING):
         _, fitted = tokenize_for_classification(short, tokenizer, 64)
     assert fitted == len(tokenizer("ok")["input_ids"]) and not caplog.records
+    short["test"] = splits["test"]  # a test text longer than every training text
+    with caplog.at_level(logging.WARNING):
+        tokenize_for_classification(short, tokenizer, 64)
+    assert "1 of 2 texts (test 1)" in caplog.text and "(the longest training text)" in caplog.text
 
 
 def test_metrics_match_hand_counts():

@@ -300,7 +300,12 @@ def tokenize_for_classification(
     length = min(max_seq_length or longest, context_length)
     too_long = {split: int((lens > length).sum()) for split, lens in lengths.items()}
     if sum(too_long.values()):
-        limit = "the model's context" if length == context_length else "--max_seq_length"
+        if length == context_length:
+            limit = "the model's context"
+        elif max_seq_length:
+            limit = "--max_seq_length"
+        else:
+            limit = "the longest training text"
         total = sum(len(lens) for lens in lengths.values())
         per_split = ", ".join(f"{split} {n}" for split, n in too_long.items() if n)
         logger.warning(
