@@ -120,12 +120,15 @@ def test_classifier_beats_majority_class_and_loads_in_a_pipeline(base_model, toy
     assert samples and {"prompt", "output"} == set(samples[0])
 
 
-def test_lora_adapter_saves_head_and_reloads_with_identical_logits(base_model, toy_files, tmp_path):
+def test_lora_adapter_saves_head_and_reloads_with_identical_logits(
+    base_model, toy_files, tmp_path, monkeypatch
+):
     from peft import AutoPeftModelForSequenceClassification
 
     out = tmp_path / "lora"
+    monkeypatch.chdir(base_model.parent)  # a relative base path, as users type it
     metrics = finetune_main([
-        "--model_name_or_path", str(base_model), "--train_file", toy_files["train"],
+        "--model_name_or_path", base_model.name, "--train_file", toy_files["train"],
         "--validation_file", toy_files["validation"], "--test_file", toy_files["test"],
         "--use_peft", "true", "--lora_r", "4", "--output_dir", str(out), "--max_steps", "8",
         "--learning_rate", "1e-2", *FAST_TRAINING,
@@ -134,6 +137,7 @@ def test_lora_adapter_saves_head_and_reloads_with_identical_logits(base_model, t
     assert any("score" in name for name in adapter), "the new head must be saved with the adapter"
     assert any("lora_B" in name and tensor.abs().sum() > 0 for name, tensor in adapter.items())
 
+    monkeypatch.chdir(tmp_path)  # the adapter finds its base from anywhere
     reloaded = AutoPeftModelForSequenceClassification.from_pretrained(out).eval()
     merged = AutoModelForSequenceClassification.from_pretrained(out / "merged").eval()
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -145,13 +145,19 @@ class DataTrainingArguments:
 
 def load_model_and_tokenizer(args: ModelArguments, label_names: list[str]):
     """The pretrained backbone under a fresh classification head, with the label names in its config."""
+    # A local folder by its absolute path: a LoRA adapter records it and must find it from any directory.
+    source = (
+        str(Path(args.model_name_or_path).resolve())
+        if Path(args.model_name_or_path).is_dir()
+        else args.model_name_or_path
+    )
     tokenizer = AutoTokenizer.from_pretrained(
-        args.tokenizer_name or args.model_name_or_path, trust_remote_code=args.trust_remote_code
+        args.tokenizer_name or source, trust_remote_code=args.trust_remote_code
     )
     if tokenizer.pad_token is None:  # GPT-2's tokenizer has none; padding is masked out anyway
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(
-        args.model_name_or_path,
+        source,
         trust_remote_code=args.trust_remote_code,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
@@ -179,9 +185,13 @@ def choose_trainable_weights(model, args: ModelArguments):
             target_modules=args.lora_target_modules or "all-linear",
         )
         model = get_peft_model(model, lora)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("training %d of %d parameters", trainable, sum(p.numel() for p in model.parameters()))
     return model
+
+
+def describe_finetuning(args: ModelArguments) -> str:
+    if args.use_peft:
+        return f"lora r={args.lora_r}"
+    return f"last {args.trainable_layers} blocks" if args.trainable_layers >= 0 else "all weights"
 
 
 def load_extra_metrics(names: str | None) -> list[Any]:
@@ -199,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    (output_dir / "metrics.json").unlink(missing_ok=True)  # the stage is complete again only when rewritten
 
     # Data: text + label name -> classes -> label ids -> train/validation/test -> token ids
     split_names = {split: name for split, name in (("train", data_args.train_split_name),
@@ -231,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data_args.pad_to_max_length,
     )  # fmt: skip
     model = choose_trainable_weights(model, model_args)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("training %d of %d parameters", trainable, sum(p.numel() for p in model.parameters()))
 
     trainer = Trainer(
         model=model,
@@ -276,10 +289,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             label_names=label_names,
             train_samples=len(tokenized["train"]),
             max_seq_length=max_seq_length,
-            trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-            finetuning="lora" if model_args.use_peft else f"last {model_args.trainable_layers} blocks"
-            if model_args.trainable_layers >= 0 else "all weights",
-        )  # fmt: skip
+            trainable_parameters=trainable,
+            finetuning=describe_finetuning(model_args),
+        )
         if samples:
             (output_dir / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
