@@ -690,3 +690,18 @@ def test_the_verdict_end_to_end(tmp_path: Path, bpe_tokenizer) -> None:
     packed = tokenize_and_pack(splits["validation"], bpe_tokenizer, 64, cache_dir=tmp_path)
     n_tokens = len(bpe_tokenizer(splits["validation"][0]["text"], add_special_tokens=False)["input_ids"]) + 1
     assert len(packed) == n_tokens // 64 > 0
+
+
+def test_a_streamed_file_packs_into_the_same_blocks_as_the_in_memory_path(
+    tmp_path: Path, bpe_tokenizer
+) -> None:
+    path = tmp_path / "lines.txt"
+    path.write_text(
+        "\n".join(f"The cat number {i} sat on the mat." for i in range(60)) + "\n", encoding="utf-8"
+    )
+    in_memory = tokenize_and_pack(
+        load_text_dataset(path, txt_mode="line", cache_dir=tmp_path), bpe_tokenizer, 16
+    )
+    streamed = tokenize_and_pack(load_text_dataset(path, txt_mode="line", streaming=True), bpe_tokenizer, 16)
+    assert isinstance(streamed, IterableDataset)
+    assert blocks_of(streamed) == blocks_of(in_memory) and len(blocks_of(in_memory)) > 10

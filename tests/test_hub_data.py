@@ -225,16 +225,20 @@ def test_load_corpus_takes_the_first_documents_of_a_hub_dataset(hub, tmp_path):
         hub.url,
         f"""
         from hf_scratchgpt.pretraining import DataArguments, load_corpus
-        dataset, description = load_corpus(
-            DataArguments(data={REPO!r}, text_column="story", max_documents=3)
-        )
-        result = {{"type": type(dataset).__name__, "texts": list(dataset["text"]), "description": description}}
+        args = DataArguments(data={REPO!r}, text_column="story", max_documents=3)
+        dataset, description = load_corpus(args)
+        again, _ = load_corpus(args)  # another rank, or a rerun
+        result = {{"type": type(dataset).__name__, "texts": list(dataset["text"]), "description": description,
+                  "files": [f["filename"] for f in dataset.cache_files],
+                  "files_again": [f["filename"] for f in again.cache_files]}}
         """,
         tmp_path,
     )
     assert result["type"] == "Dataset"
     assert result["texts"] == _texts(TRAIN)[:3]
     assert REPO in result["description"]
+    # Arrow files on disk (memory-mapped), not a Python list per process; a second load reuses them.
+    assert result["files"] and result["files"] == result["files_again"]
 
 
 def test_missing_repo_is_a_clear_error_not_a_hang(hub, tmp_path):

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -176,12 +177,20 @@ def test_two_processes_match_one_at_the_same_global_batch(corpus_file, tmp_path)
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
-    two_argv = small_run_argv(corpus_file, tmp_path / "two", *common, "--per_device_train_batch_size", "4")
+    # A fresh copy of the corpus: nothing cached yet, so the log shows who tokenizes.
+    fresh = tmp_path / "fresh" / corpus_file.name
+    fresh.parent.mkdir()
+    shutil.copy(corpus_file, fresh)
+    two_argv = small_run_argv(fresh, tmp_path / "two", *common, "--per_device_train_batch_size", "4",
+                              "--log_level_replica", "info")  # fmt: skip
     two = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), str(script), *two_argv],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
+    # The corpus is tokenized once (train and validation, by rank 0); rank 1 reads rank 0's Arrow cache.
+    assert two.stderr.count("tokenizing ") == 2, two.stderr[-3000:]
+    assert two.stderr.count("tokenized corpus found in the cache") == 2
     args = json.loads((tmp_path / "two" / "trainer_state.json").read_text())
     assert args["train_batch_size"] == 4  # per process; 2 processes x 4 = the single process's 8
     single, double = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
