@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ class BudgetArguments:
         },
     )
     budget_probe_steps: int = field(
-        default=4,
+        default=6,
         metadata={"help": "Optimizer steps timed to measure this machine's speed (first not counted)."},
     )
 
@@ -244,13 +245,14 @@ def measure_seconds_per_step(
     train_dataset: Any,
     args: TrainingArguments,
     data_collator: Any,
-    steps: int = 4,
+    steps: int = 6,
     trainer_class: type[Trainer] = Trainer,
 ) -> float:
     """Seconds per optimizer step of a real ``Trainer`` run, on a copy of ``model`` (left untouched).
 
-    The first step (allocations, kernel selection) is not counted: the time is the mean over the
-    following ``steps - 1``. Same batch size, accumulation, precision and optimizer as ``args``.
+    The first step (allocations, kernel selection) is not counted, and the time is the median of the
+    following ``steps - 1`` intervals, so one slow step (another process taking the CPU, a first-time kernel
+    for a new shape) does not skew the plan. Same batch size, accumulation, precision and optimizer as ``args``.
     """
     if steps < 2:
         raise ValueError("measure_seconds_per_step needs at least 2 steps (the first one is not timed).")
@@ -273,7 +275,7 @@ def measure_seconds_per_step(
             trainer.remove_callback(quiet)
         trainer.train()
     intervals = [b - a for a, b in zip(timer.step_ends, timer.step_ends[1:], strict=False)]
-    return sum(intervals) / len(intervals)
+    return statistics.median(intervals)
 
 
 class TimeBudgetCallback(TrainerCallback):
@@ -297,7 +299,9 @@ class TimeBudgetCallback(TrainerCallback):
         if time.perf_counter() >= self.deadline and not control.should_training_stop:
             control.should_training_stop = True
             self.stopped_at_step = state.global_step
-            logger.warning("time budget reached: training stops at step %d of %d", state.global_step, state.max_steps)
+            logger.warning(
+                "time budget reached: training stops at step %d of %d", state.global_step, state.max_steps
+            )
 
 
 def tokens_per_step(args: TrainingArguments, block_size: int) -> int:
