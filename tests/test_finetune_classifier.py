@@ -318,7 +318,7 @@ def test_sms_recipe_parses_with_the_script_arguments():
          "--precision", "fp32"],
     )  # fmt: skip
     assert data_args.headerless_label_text and data_args.balance_classes == "undersample"
-    assert training_args.max_steps == 200 and model_args.trainable_layers == -1
+    assert training_args.max_steps == 400 and model_args.trainable_layers == -1
 
 
 def test_hub_dataset_id_with_a_split_used_as_test(monkeypatch):
