@@ -143,6 +143,9 @@ def build_report(run_dir: str | Path) -> Path:
             sections.append(
                 (name.replace("_", " ").capitalize(), _model_sections(metrics, stage_dir, run_dir, name))
             )
+        elif (stage_dir / "results.json").is_file():  # an evaluation: the model card's tables
+            tables = render_sections(eval_results=stage_dir)
+            sections.append((name.replace("_", " ").capitalize(), "\n\n".join(body for _, body in tables)))
         else:
             shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and k != "corpus"}
             sections.append((name.replace("_", " ").capitalize(), metrics_table(shown)))

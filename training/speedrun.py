@@ -33,6 +33,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from hf_scratchgpt.cards import write_model_card
 from hf_scratchgpt.report import build_report
 from hf_scratchgpt.speedrun import Stage, StageFailed, check_run_dir, run_stages
 
@@ -161,6 +162,11 @@ def main(argv: list[str] | None = None) -> Path:
         run_stages(stages, run, budget, args.resume, resume_command)
     except StageFailed as failure:
         sys.exit(f"speedrun: {failure}")
+    # The pretrained model's card, now with the evaluations of it (the model-index of its README.md).
+    evaluations = [
+        run / "eval" / name for name in ("lm_eval",) if (run / "eval" / name / "metrics.json").is_file()
+    ]
+    write_model_card(run / "pretrain", metrics=run / "pretrain" / "metrics.json", eval_results=evaluations)
     model_link = run / "model"  # the README's name for the pretrained model folder
     if not model_link.exists():
         model_link.symlink_to("pretrain")
