@@ -20,7 +20,7 @@ Example::
 """
 
 from .corpus import default_corpus_texts, load_default_dataset
-from .metrics import score_blocks, token_byte_lengths
+from .metrics import language_model_scores, score_blocks, token_byte_lengths
 from .packing import tokenize_and_pack
 from .sources import (
     SUPPORTED_EXTENSIONS,
@@ -35,6 +35,7 @@ __all__ = [
     "DataError",
     "default_corpus_texts",
     "hub_is_reachable",
+    "language_model_scores",
     "load_default_dataset",
     "load_text_dataset",
     "score_blocks",

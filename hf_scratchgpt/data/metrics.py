@@ -66,14 +66,19 @@ def score_blocks(
     model.train(was_training)
     if total_tokens == 0:
         raise ValueError("No scorable tokens in the blocks: every target is a special token.")
-    loss = total_nats / total_tokens
+    return language_model_scores(total_nats, total_tokens, total_bytes)
+
+
+def language_model_scores(total_nats: float, tokens: int, n_bytes: int) -> dict[str, float]:
+    """Loss (nats per token), perplexity and bits per byte from the sums over the scored tokens."""
+    loss = total_nats / tokens
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
-        "bits_per_byte": total_nats / (math.log(2) * total_bytes),
-        "tokens": total_tokens,
-        "bytes": total_bytes,
+        "bits_per_byte": total_nats / (math.log(2) * n_bytes),
+        "tokens": tokens,
+        "bytes": n_bytes,
     }
 
 
-__all__ = ["score_blocks", "token_byte_lengths"]
+__all__ = ["language_model_scores", "score_blocks", "token_byte_lengths"]

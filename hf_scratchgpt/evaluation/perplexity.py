@@ -15,14 +15,13 @@ for no text and are left out of the loss and the byte count alike, as in `hf_scr
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from hf_scratchgpt.data.metrics import token_byte_lengths
+from hf_scratchgpt.data.metrics import language_model_scores, token_byte_lengths
 
 
 @dataclass(frozen=True)
@@ -122,13 +121,8 @@ def perplexity(
     model.train(was_training)
     if total_tokens == 0:
         raise ValueError("No text to score: every document was empty or only special tokens.")
-    loss = total_nats / total_tokens
     return {
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 100.0)),
-        "bits_per_byte": total_nats / (math.log(2) * total_bytes),
-        "tokens": total_tokens,
-        "bytes": total_bytes,
+        **language_model_scores(total_nats, total_tokens, total_bytes),
         "documents": n_documents,
         "windows": n_windows,
         "max_length": max_length,
