@@ -228,28 +228,19 @@ class SafeSavesMixin:
 
 
 class ScratchGPTTrainer(SafeSavesMixin, Trainer):
-    """``Trainer`` with GPT-style weight decay, language-model metrics and saves that lose nothing
-    (see `SafeSavesMixin`).
-
-    Set ``eval_tokens_per_byte`` (tokens / UTF-8 bytes of the evaluation text) to get
-    ``eval_bits_per_byte`` logged with every ``eval_loss``.
-    """
-
-    eval_tokens_per_byte: float | None = None
+    """``Trainer`` with GPT-style weight decay, saves that lose nothing (see `SafeSavesMixin`) and, for a
+    language model, the perplexity next to every evaluation loss. Works for every head (classifiers too)."""
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        # `evaluate()` passes its metrics dict here before returning it, so the additions show up in
+        # `evaluate()` passes its metrics dict here before returning it, so the addition shows up in
         # the returned metrics, the log history, the progress bar and TensorBoard alike.
-        for prefix in ("eval_", "test_"):
-            loss = logs.get(f"{prefix}loss")
-            if loss is None:
-                continue
-            logs[f"{prefix}perplexity"] = math.exp(min(loss, 50.0))
-            if self.eval_tokens_per_byte:
-                logs[f"{prefix}bits_per_byte"] = loss * self.eval_tokens_per_byte / math.log(2)
+        if self.model.can_generate():  # a next-token loss: perplexity means something
+            for prefix in ("eval_", "test_"):
+                if f"{prefix}loss" in logs:
+                    logs[f"{prefix}perplexity"] = math.exp(min(logs[f"{prefix}loss"], 50.0))
         super().log(logs, *args, **kwargs)
 
 

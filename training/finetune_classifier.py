@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,12 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    Trainer,
     set_seed,
 )
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
+from hf_scratchgpt.budget import BudgetArguments, TimeBudgetCallback
+from hf_scratchgpt.cards import write_model_card
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.finetuning.classification import (
     classification_metrics_fn,
@@ -61,7 +63,7 @@ from hf_scratchgpt.finetuning.classification import (
     tokenize_for_classification,
     train_only_last_blocks,
 )
-from hf_scratchgpt.training import ScratchGPTTrainingArguments
+from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +205,9 @@ def load_extra_metrics(names: str | None) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    model_args, data_args, training_args = parse_args(
-        (ModelArguments, DataTrainingArguments, ScratchGPTTrainingArguments), argv
+    started = time.perf_counter()
+    model_args, data_args, training_args, budget_args = parse_args(
+        (ModelArguments, DataTrainingArguments, ScratchGPTTrainingArguments, BudgetArguments), argv
     )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     set_seed(training_args.seed)
@@ -245,7 +248,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("training %d of %d parameters", trainable, sum(p.numel() for p in model.parameters()))
 
-    trainer = Trainer(
+    tokenizer.model_max_length = (
+        max_seq_length  # the saved tokenizer (and a pipeline) cuts texts as training did
+    )
+    # Within the main job's budget: train until this stage's time is up (or max_steps, if sooner).
+    callbacks = (
+        [TimeBudgetCallback.for_stage(budget_args.time_budget, started)] if budget_args.time_budget else []
+    )
+    trainer = ScratchGPTTrainer(
+        callbacks=callbacks,
         model=model,
         args=training_args,
         train_dataset=tokenized["train"],
@@ -294,6 +305,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         if samples:
             (output_dir / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+        for model_dir in (
+            (output_dir, output_dir / "merged") if (output_dir / "merged").is_dir() else (output_dir,)
+        ):
+            write_model_card(model_dir, metrics=metrics, base_model=model_args.model_name_or_path)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
