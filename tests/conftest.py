@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,12 +17,17 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def load_script(relative_path: str) -> ModuleType:
-    """Import a script of training/ or eval/ (not a package) as a module, to call its main() in process."""
+    """Import a script of training/ or eval/ (not a package) as a module, to call its main() in process.
+
+    Registered in ``sys.modules`` (once), so the type hints of its dataclasses resolve for HfArgumentParser."""
     path = REPO / relative_path
-    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    name = f"script_{path.parent.name}_{path.stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
 
 # Each recipe flips a different set of architecture switches so every code path is exercised.
 RECIPES = {
@@ -73,3 +79,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module of tiny models: they gain nothing from a second thread, and on a
+    shared, busy 2-core machine two spinning threads made a training step 10-20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAINING_TEXT, tiny_config
+from conftest import TRAINING_TEXT, load_script, tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
@@ -22,13 +21,7 @@ ANSWERS = {"Name a colour.": "Blue.", "Say hello.": "Hello!", "What is two plus 
 SYSTEM = {"role": "system", "content": "Be brief."}  # the model is trained with it, so every test uses it
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared, oversubscribed CPU two threads were 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +37,7 @@ def chat_model(tmp_path_factory, one_thread) -> Path:
     tokenizer.save_pretrained(work / "base")
     rows = [{"instruction": q, "input": "", "output": a} for q, a in ANSWERS.items()] * 12
     (work / "data.json").write_text(json.dumps(rows))
-    spec = importlib.util.spec_from_file_location("sft", REPO / "training" / "sft.py")
-    sft = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sft)
-    sft.main([
+    load_script("training/sft.py").main([
         "--model_name_or_path", str(work / "base"), "--dataset_name", str(work / "data.json"),
         "--output_dir", str(work / "sft"), "--max_steps", "40", "--learning_rate", "3e-3",
         "--lr_scheduler_type", "constant", "--per_device_train_batch_size", "4",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config, tiny_model
-from test_eval_harness import PlantedScorer, one_thread  # noqa: F401  (autouse)
+from test_eval_harness import PlantedScorer
 
 from hf_scratchgpt import ScratchGPTForSequenceClassification
 from hf_scratchgpt.evaluation.classification import (
@@ -22,6 +22,7 @@ from hf_scratchgpt.evaluation.classification import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 import classification as classification_script  # noqa: E402
 
 ROWS = [("spam", f"WIN a prize {i} now call 0800") if i % 3 == 0 else ("ham", f"see you at {i} for lunch")

@@ -35,13 +35,7 @@ import run_lm_eval  # noqa: E402
 N_DOCS = 24
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two intra-op threads on two shared, busy cores spin against each other: one is 10-30x faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

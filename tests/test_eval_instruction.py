@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TRAINING_TEXT, tiny_model
-from test_eval_harness import one_thread  # noqa: F401  (autouse)
 
 from hf_scratchgpt.alignment import align_model_and_tokenizer
 from hf_scratchgpt.evaluation.instruction import (
@@ -31,6 +30,7 @@ from hf_scratchgpt.finetuning.instructions import alpaca_user_text
 from hf_scratchgpt.serving import start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 import instruction_following  # noqa: E402
 
 ITEMS = [

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model
-from test_eval_harness import one_thread  # noqa: F401  (autouse)
 
 from hf_scratchgpt.data import load_text_dataset
 from hf_scratchgpt.evaluation.perplexity import perplexity, sliding_windows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 import perplexity as perplexity_script  # noqa: E402
 
 STORY = "Once upon a time there was a little robot who loved to read stories. "

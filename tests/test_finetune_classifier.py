@@ -3,17 +3,15 @@ training/finetune_classifier.py end to end on a tiny model (full, last-N-blocks 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import load_script, tiny_config
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction, pipeline
@@ -42,12 +40,7 @@ FAST_TRAINING = ["--precision", "fp32", "--use_cpu", "true", "--report_to", "non
 
 
 def script_module():
-    """training/finetune_classifier.py as a module (registered, so its dataclass type hints resolve)."""
-    if "finetune_classifier" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("finetune_classifier", SCRIPT)
-        sys.modules["finetune_classifier"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["finetune_classifier"]
+    return load_script("training/finetune_classifier.py")
 
 
 def finetune_main(argv: list[str]) -> dict:
@@ -68,14 +61,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Models this small gain nothing from a second thread, and on a busy machine (these CI boxes share
-    2 cores) the threads' spin-waits made one training step 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

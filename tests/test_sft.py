@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAINING_TEXT, tiny_config
+from conftest import TRAINING_TEXT, load_script, tiny_config
 from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -35,21 +34,7 @@ QA = [
 ALPACA_ROWS = [{"instruction": q, "input": i, "output": a} for q, i, a in QA]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared, oversubscribed CPU two spinning threads made
-    a training step 20x slower (0.26 s instead of 0.013 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +183,7 @@ FAST = ["--precision", "fp32", "--logging_steps", "5", "--disable_tqdm", "true",
 
 def test_sft_learns_to_answer_and_stops_at_the_end_of_its_turn(base_model_dir, alpaca_file, tmp_path):
     out = tmp_path / "sft"
-    metrics = load_script("sft").main([
+    metrics = load_script("training/sft.py").main([
         "--model_name_or_path", str(base_model_dir), "--dataset_name", str(alpaca_file), "--output_dir", str(out),
         "--max_steps", "40", "--learning_rate", "3e-3", "--per_device_train_batch_size", "4",
         "--lr_scheduler_type", "constant", *FAST,
@@ -246,7 +231,7 @@ def test_gpt2_start_converts_and_a_lora_sft_merges_exactly(tmp_path, alpaca_file
     assert tokenizer.pad_token_id != tokenizer.eos_token_id and model.config.vocab_size == len(tokenizer)
 
     out = tmp_path / "gpt2-lora"
-    load_script("sft").main([
+    load_script("training/sft.py").main([
         "--model_name_or_path", str(gpt2_dir), "--dataset_name", str(alpaca_file), "--output_dir", str(out),
         "--use_peft", "--lora_r", "8", "--lora_alpha", "16",
         "--max_steps", "10", "--learning_rate", "1e-2", "--per_device_train_batch_size", "4", *FAST,
@@ -273,7 +258,7 @@ def test_dpo_runs_from_the_sft_model_and_writes_metrics(shared_data, base_model_
     data = tmp_path / "preference.json"
     data.write_text(json.dumps(rows))
     out = tmp_path / "dpo"
-    load_script("dpo").main([
+    load_script("training/dpo.py").main([
         "--model_name_or_path", str(base_model_dir), "--dataset_name", str(data), "--output_dir", str(out),
         "--max_steps", "4", "--learning_rate", "1e-3",
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
