@@ -277,6 +277,20 @@ def build_model(
     return ScratchGPTForCausalLM._from_config(config, attn_implementation=args.attn_implementation)
 
 
+def context_length(args: ModelArguments) -> int | None:
+    """The context of the model these arguments describe, known before any data or tokenizer is loaded
+    (None when a time budget will choose the size)."""
+    if args.model_name_or_path or args.model_config:
+        saved, _ = ScratchGPTConfig.get_config_dict(args.model_name_or_path or args.model_config)
+        context = saved.get("max_position_embeddings", saved.get("n_positions"))
+    elif args.preset:
+        context = ScratchGPTConfig.from_preset(args.preset).max_position_embeddings
+    else:
+        return None
+    overrides = parse_overrides(args.model_overrides)
+    return overrides.get("max_position_embeddings", overrides.get("n_positions", context))
+
+
 def check_block_size(block_size: int | None, context: int) -> int:
     """The block size to pack at: ``--block_size`` if it fits the model's context, else a clear error."""
     if block_size is None:
@@ -294,6 +308,7 @@ __all__ = [
     "ModelArguments",
     "build_model",
     "check_block_size",
+    "context_length",
     "load_corpus",
     "load_splits",
     "load_tokenizer",

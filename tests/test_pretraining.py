@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.data import DataError
 from hf_scratchgpt.pretraining import DataArguments, ModelArguments, build_model
 from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
@@ -270,3 +271,10 @@ def test_a_second_run_in_the_same_folder_starts_a_fresh_samples_file(corpus_file
     pretrain_main([*argv, "--overwrite_output_dir", "true"])  # a new run in a used folder must say so
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in samples] == [2]  # only the second run's evaluation
+
+
+def test_a_block_longer_than_the_context_is_refused_before_any_data_is_read(tmp_path):
+    argv = ["--data", str(tmp_path / "not-there.txt"), "--preset", "tiny", "--model_overrides", "n_positions=64",
+            "--block_size", "128", "--output_dir", str(tmp_path / "out"), "--report_to", "none"]  # fmt: skip
+    with pytest.raises(DataError, match=r"--block_size 128 is longer than the model's context .*=64\)"):
+        pretrain_main(argv)  # the missing data file would fail later, with another message

@@ -41,6 +41,7 @@ from hf_scratchgpt.pretraining import (
     ModelArguments,
     build_model,
     check_block_size,
+    context_length,
     load_splits,
     load_tokenizer,
     model_config,
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(
         level=logging.INFO if training_args.should_log else training_args.get_process_log_level()
     )
-    check_output_dir(training_args)  # another run's work in --output_dir: refuse before loading anything
+    # Refuse what cannot work before loading anything: another run's work in --output_dir, a block longer
+    # than the model's context.
+    check_output_dir(training_args)
+    if data_args.block_size and (context := context_length(model_args)):
+        check_block_size(data_args.block_size, context)
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
