@@ -189,7 +189,7 @@ class BudgetPlan:
 
 # Share of the seconds left (after measuring and after the evaluations are paid for) that goes to optimizer
 # steps; the rest is a margin for logging, sample generations, checkpoints and the final save.
-TRAINING_SHARE = 0.9
+TRAINING_SHARE = 0.85
 DEFAULT_SIZE = "tiny"
 
 

@@ -13,6 +13,7 @@ from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTok
 from hf_scratchgpt.budget import (
     CHINCHILLA_TOKENS_PER_PARAMETER,
     SIZE_LADDER,
+    TRAINING_SHARE,
     choose_model_size,
     max_steps_for_budget,
     measure_seconds_per_step,
@@ -98,13 +99,13 @@ def test_plan_with_a_fake_throughput(flops_per_second):
         lambda: 900.0, probe, config_for, size_open=True, evaluation_seconds=evaluation_seconds
     )
     # The size is chosen from the first probe (the default tiny rung), at that rung's speed in FLOP/s.
-    expected = choose_model_size(flops_per_second, (900.0 - 10 * step_seconds["tiny"]) * 0.9, config_for)
+    expected = choose_model_size(flops_per_second, (900.0 - 10 * step_seconds["tiny"]) * TRAINING_SHARE, config_for)
     assert plan.size == expected.size and plan.size_rule == expected.rule
     assert list(step_seconds)[0] == "tiny" and plan.size.name in step_seconds
     assert plan.flops_per_second == pytest.approx(flops_per_second)
     # Then max_steps fills the time left at the chosen rung's own measured speed.
     assert plan.seconds_per_step == step_seconds[plan.size.name]
-    train_seconds = (900.0 - 10 * plan.seconds_per_step) * 0.9
+    train_seconds = (900.0 - 10 * plan.seconds_per_step) * TRAINING_SHARE
     assert plan.max_steps == max(10, math.floor(train_seconds / plan.seconds_per_step))
     assert plan.tokens == plan.max_steps * plan.tokens_per_step
 
@@ -124,7 +125,7 @@ def test_a_fixed_size_is_kept():
 
     plan = plan_to_budget(lambda: 100.0, probe, config_for, size_open=False)
     assert calls == [None] and plan.size is None and plan.size_rule is None
-    assert plan.max_steps == int(100.0 * 0.9 / 0.5)
+    assert plan.max_steps == int(100.0 * TRAINING_SHARE / 0.5)
 
 
 def test_measuring_a_real_step_leaves_the_model_untouched(tmp_path):

@@ -26,6 +26,7 @@ from hf_scratchgpt.alignment import align_model_and_tokenizer
 from hf_scratchgpt.budget import (
     BudgetArguments,
     ModelSize,
+    TimeBudgetCallback,
     measure_seconds_per_step,
     non_embedding_parameters,
     plan_to_budget,
@@ -178,6 +179,11 @@ def main(argv: list[str] | None = None) -> dict:
             SampleGenerationCallback(tokenizer, data_args.sample_prompts, data_args.sample_max_new_tokens)
         ],
     )
+    if budget_args.time_budget:
+        # A safety net under the plan: if this machine turns out slower than measured (another process on the
+        # CPU), stop in time for the final evaluation and save rather than overrun the budget.
+        budget_seconds = budget_args.time_budget * 60
+        trainer.add_callback(TimeBudgetCallback(started + budget_seconds - max(10.0, 0.05 * budget_seconds)))
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # model + tokenizer, loadable with the Auto classes
     trainer.save_state()
