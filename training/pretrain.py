@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
             )
             return config, tokens_per_step(training_args, len(train[0]["input_ids"])), seconds
 
-        validation_blocks = len(tokenize_and_pack(splits["validation"], tokenizer, 256))  # blocks of 256
+        validation_texts = list(splits["validation"]["text"])
+        validation_tokens = sum(map(len, tokenizer(validation_texts, verbose=False)["input_ids"]))
+        validation_blocks = validation_tokens / 256  # in blocks of 256 tokens (the cost is per token)
 
         def evaluation_seconds(seconds_per_step: float) -> float:
             # A forward pass costs about a third of a training step. The evaluations during training (every
