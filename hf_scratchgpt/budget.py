@@ -181,6 +181,8 @@ class BudgetPlan:
     tokens_per_step: int
     size: ModelSize | None = None
     size_rule: str | None = None
+    precision: str | None = None  # set when several were measured: the fastest
+    precision_seconds_per_step: dict[str, float] | None = None
 
     @property
     def tokens(self) -> int:
@@ -200,29 +202,41 @@ def plan_to_budget(
     size_open: bool,
     evaluation_seconds: Callable[[float], float] = lambda seconds_per_step: 0.0,
     ladder: tuple[ModelSize, ...] = SIZE_LADDER,
+    precisions: tuple[str, ...] = (),
 ) -> BudgetPlan:
     """Measure, choose the size (when ``size_open``), and set ``max_steps`` so training fits the time left.
 
     ``probe(size)`` trains a few steps of the model of that rung (``None``: the configured model) and returns
     ``(config, tokens_per_step, seconds_per_step)``; ``seconds_left()`` is the budget minus the time spent so
     far, probes included; ``evaluation_seconds(seconds_per_step)`` estimates what the run's evaluations cost
-    at that speed. Tested with a fake probe: the logic does not depend on how fast this machine is.
+    at that speed. With ``precisions`` (e.g. bf16 and fp32 on a CPU whose bf16 instructions may not pay off
+    for small matrices), the first probe runs in each, ``probe(size, precision)``, and the fastest is kept
+    for the rest. Tested with a fake probe: the logic does not depend on how fast this machine is.
     """
 
     def training_seconds(step_seconds: float) -> float:
         return max(0.0, seconds_left() - evaluation_seconds(step_seconds)) * TRAINING_SHARE
 
     size = next(rung for rung in ladder if rung.name == DEFAULT_SIZE) if size_open else None
-    config, step_tokens, step_seconds = probe(size)
+    precision, timings = None, None
+    if precisions:
+        measured = {candidate: probe(size, candidate) for candidate in precisions}
+        timings = {candidate: result[2] for candidate, result in measured.items()}
+        precision = min(timings, key=timings.get)
+        config, step_tokens, step_seconds = measured[precision]
+    else:
+        config, step_tokens, step_seconds = probe(size)
     speed = flops_per_second(config, config.max_position_embeddings, step_tokens, step_seconds)
     rule = None
     if size_open:
         choice = choose_model_size(speed, training_seconds(step_seconds), config_for, ladder)
         if choice.size != size:
-            config, step_tokens, step_seconds = probe(choice.size)
+            config, step_tokens, step_seconds = (
+                probe(choice.size, precision) if precision else probe(choice.size)
+            )
         size, rule = choice.size, choice.rule
     max_steps = max_steps_for_budget(training_seconds(step_seconds), step_seconds)
-    return BudgetPlan(max_steps, step_seconds, speed, step_tokens, size, rule)
+    return BudgetPlan(max_steps, step_seconds, speed, step_tokens, size, rule, precision, timings)
 
 
 def max_steps_for_budget(seconds: float, seconds_per_step: float, min_steps: int = 10) -> int:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainerControl, TrainerState
 from transformers import TrainingArguments as HfTrainingArguments
@@ -85,19 +86,32 @@ class PrecisionArguments:
         launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
         if requested == "auto" and launcher in ("bf16", "fp16") and not os.environ.get(_DECIDED_MARKER):
             requested = launcher
-        self.precision = resolve_precision(requested, use_cpu=self.use_cpu)
-        self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
-        if self.bf16 and not uses_gpu(self.use_cpu):
-            self.use_cpu = True  # the parent accepts CPU bf16 only when told the run is on the CPU
-        # The parent reads this variable before its own flags, and Accelerate reads it again.
-        os.environ["ACCELERATE_MIXED_PRECISION"] = _ACCELERATE_MIXED_PRECISION[self.precision]
-        os.environ[_DECIDED_MARKER] = "1"
+        self.precision_requested = requested  # "auto" lets a script measure and switch (switch_precision)
+        self._set_precision_flags(resolve_precision(requested, use_cpu=self.use_cpu))
         if self.process_index_from_env() == 0 and not _ANNOUNCED.get(self.precision):
             print(
                 f"precision: {self.precision} (asked for {requested}) on {machine_summary(describe_machine(self.use_cpu))}"
             )
             _ANNOUNCED[self.precision] = True
         super().__post_init__()
+
+    def _set_precision_flags(self, precision: str) -> None:
+        self.precision = precision
+        self.bf16, self.fp16 = precision == "bf16", precision == "fp16"
+        if self.bf16 and not uses_gpu(self.use_cpu):
+            self.use_cpu = True  # the parent accepts CPU bf16 only when told the run is on the CPU
+        # The parent reads this variable before its own flags, and Accelerate reads it again.
+        os.environ["ACCELERATE_MIXED_PRECISION"] = _ACCELERATE_MIXED_PRECISION[precision]
+        os.environ[_DECIDED_MARKER] = "1"
+
+    def switch_precision(self, precision: str) -> None:
+        """Change the precision of arguments that no ``Trainer`` has used yet (a Trainer's Accelerator reads
+        ``mixed_precision`` when it is built). For a script that measured both and keeps the faster."""
+        self._set_precision_flags(precision)
+        self.mixed_precision = _ACCELERATE_MIXED_PRECISION[precision]
+        # Accelerate keeps one process-wide AcceleratorState and refuses a second precision; forget it (the
+        # process group lives in PartialState and is kept). Private API of accelerate 1.x, as its own tests use.
+        AcceleratorState._reset_state(reset_partial_state=False)
 
     @staticmethod
     def process_index_from_env() -> int:

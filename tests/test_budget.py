@@ -99,7 +99,9 @@ def test_plan_with_a_fake_throughput(flops_per_second):
         lambda: 900.0, probe, config_for, size_open=True, evaluation_seconds=evaluation_seconds
     )
     # The size is chosen from the first probe (the default tiny rung), at that rung's speed in FLOP/s.
-    expected = choose_model_size(flops_per_second, (900.0 - 10 * step_seconds["tiny"]) * TRAINING_SHARE, config_for)
+    expected = choose_model_size(
+        flops_per_second, (900.0 - 10 * step_seconds["tiny"]) * TRAINING_SHARE, config_for
+    )
     assert plan.size == expected.size and plan.size_rule == expected.rule
     assert list(step_seconds)[0] == "tiny" and plan.size.name in step_seconds
     assert plan.flops_per_second == pytest.approx(flops_per_second)
@@ -166,3 +168,17 @@ def test_time_budget_callback_stops_training_when_the_time_is_up(tmp_path):
     assert trainer.state.global_step == out_of_time.stopped_at_step == 1
     plenty = TimeBudgetCallback.for_stage(10.0, time.perf_counter())  # 7 of 10 minutes for training
     assert plenty.deadline == pytest.approx(time.perf_counter() + 420, abs=5)
+
+
+def test_several_precisions_are_measured_and_the_fastest_kept():
+    calls = []
+
+    def probe(size, precision=None):
+        calls.append((size.name, precision))
+        seconds = {"bf16": 2.0, "fp32": 1.0}[precision]  # a CPU whose bf16 is slower at this size
+        return config_for(size), 4096, seconds
+
+    plan = plan_to_budget(lambda: 600.0, probe, config_for, size_open=True, precisions=("bf16", "fp32"))
+    assert plan.precision == "fp32" and plan.precision_seconds_per_step == {"bf16": 2.0, "fp32": 1.0}
+    assert calls[:2] == [("tiny", "bf16"), ("tiny", "fp32")]
+    assert all(precision == "fp32" for _, precision in calls[2:])  # the chosen size is measured in fp32

@@ -104,3 +104,13 @@ def test_machine_description_names_the_processor():
     info = hardware.describe_machine(use_cpu=True)
     assert info["cpu"] and info["torch_threads"] >= 1 and info["device"] == "cpu"
     assert info["cpu"] in hardware.machine_summary(info)
+
+
+def test_a_script_can_switch_to_the_precision_it_measured_faster(cpu_with, tmp_path):
+    cpu_with("avx512_bf16")
+    args = ScratchGPTTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    assert args.precision_requested == "auto" and forward_dtype(args) == torch.bfloat16  # a Trainer existed
+    args.switch_precision("fp32")
+    assert (args.precision, args.bf16, args.mixed_precision) == ("fp32", False, "no")
+    assert ScratchGPTTrainer(model=tiny_model(), args=args).accelerator.mixed_precision == "no"
+    assert forward_dtype(args) == torch.float32

@@ -117,7 +117,8 @@ def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
     plan = json.loads((out / "budget.json").read_text())
     assert plan["size"]["name"] in {"pico", "nano", "micro", "tiny"} and "Chinchilla" in plan["size_rule"]
     assert metrics["max_steps"] == plan["max_steps"] >= 10 and metrics["budget"] == plan
-    assert metrics["tokens_seen"] == plan["max_steps"] * 2 * metrics["block_size"]
+    assert 0 < metrics["train_steps"] <= plan["max_steps"]  # the deadline may stop it a little early
+    assert metrics["tokens_seen"] == metrics["train_steps"] * 2 * metrics["block_size"]
     assert metrics["non_embedding_parameters"] < metrics["num_parameters"]
 
 

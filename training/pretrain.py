@@ -13,6 +13,7 @@ to --time_budget) and, last, metrics.json. Every field of ModelArguments / DataA
 YAML file or on the command line.
 """
 
+import copy
 import json
 import logging
 import time
@@ -100,17 +101,26 @@ def main(argv: list[str] | None = None) -> dict:
         plan = json.loads(budget_file.read_text())  # a resumed run keeps its size and schedule
     elif budget_args.time_budget:
 
-        def probe(rung):
+        def probe(rung, precision=None):
             model = build_model(
                 model_args, tokenizer, model_config(model_args, tokenizer, rung) if rung else None
             )
             config = model.config
             train = blocks_for(config.max_position_embeddings, "train")
+            args = training_args
+            if precision:
+                args = copy.deepcopy(training_args)
+                args.switch_precision(precision)
             seconds = measure_seconds_per_step(
-                model, train, training_args, collator, budget_args.budget_probe_steps, ScratchGPTTrainer
+                model, train, args, collator, budget_args.budget_probe_steps, ScratchGPTTrainer
             )
             return config, tokens_per_step(training_args, len(train[0]["input_ids"])), seconds
 
+        cpu_bf16_is_a_guess = (
+            training_args.precision_requested == "auto"
+            and training_args.precision == "bf16"
+            and training_args.use_cpu
+        )
         validation_texts = list(splits["validation"]["text"])
         validation_tokens = sum(map(len, tokenizer(validation_texts, verbose=False)["input_ids"]))
         validation_blocks = validation_tokens / 256  # in blocks of 256 tokens (the cost is per token)
@@ -128,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
             config_for=lambda rung: model_config(model_args, tokenizer, rung),
             size_open=size_is_open(model_args),
             evaluation_seconds=evaluation_seconds,
+            # A CPU's bf16 instructions do not pay off at every size (small matrices, casts): under
+            # --precision auto, measure fp32 too and keep the faster.
+            precisions=("bf16", "fp32") if cpu_bf16_is_a_guess else (),
         )
         plan = {
             "time_budget_minutes": budget_args.time_budget,
@@ -137,6 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
             "planned_tokens": fitted.tokens,
             "size": asdict(fitted.size) if fitted.size else None,
             "size_rule": fitted.size_rule or "fixed by --preset / --model_config / --model_name_or_path",
+            "precision": fitted.precision or training_args.precision,
+            "precision_seconds_per_step": fitted.precision_seconds_per_step,
         }
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             shared = [plan]  # every rank must train the same size for the same number of steps
@@ -144,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
             plan = shared[0]
     if budget_args.time_budget:
         size = plan["size"]
+        if plan["precision"] != training_args.precision:
+            training_args.switch_precision(plan["precision"])  # before any Trainer reads it
         training_args.max_steps = plan["max_steps"]
         training_args.warmup_steps = min(training_args.warmup_steps, max(1, plan["max_steps"] // 10))
         training_args.eval_steps = training_args.save_steps = max(1, plan["max_steps"] // 5)
@@ -208,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
             "train_blocks": len(train_blocks),
             "block_size": block_size,
             "max_steps": trainer.state.max_steps,
+            "train_steps": trainer.state.global_step,  # fewer than max_steps if the budget's deadline stopped it
             "tokens_seen": trainer.state.global_step * tokens_per_step(training_args, block_size),
             "num_parameters": model.num_parameters(),
             "non_embedding_parameters": non_embedding_parameters(model.config),
