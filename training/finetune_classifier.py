@@ -52,14 +52,10 @@ from hf_scratchgpt.budget import BudgetArguments, TimeBudgetCallback
 from hf_scratchgpt.cards import write_model_card
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.finetuning.classification import (
+    build_labelled_splits,
     classification_metrics_fn,
     confusion_matrix_of,
-    encode_labels,
-    infer_label_names,
-    load_labelled_splits,
     majority_class_accuracy,
-    select_text_and_label,
-    split_labelled,
     tokenize_for_classification,
     train_only_last_blocks,
 )
@@ -217,21 +213,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Data: text + label name -> classes -> label ids -> train/validation/test -> token ids
     split_names = {split: name for split, name in (("train", data_args.train_split_name),
                    ("validation", data_args.validation_split_name), ("test", data_args.test_split_name)) if name}  # fmt: skip
-    raw = load_labelled_splits(
+    splits, label_names = build_labelled_splits(
         data_args.train_file, data_args.validation_file, data_args.test_file, data_args.dataset_name,
         data_args.dataset_config_name, split_names, data_args.headerless_label_text,
-    )  # fmt: skip
-    labelled = select_text_and_label(
-        raw, data_args.text_column_names, data_args.label_column_name, data_args.text_column_delimiter
-    )
-    given_names = data_args.class_names.split(",") if data_args.class_names else None
-    label_names = infer_label_names(labelled["train"], given_names)
-    splits = split_labelled(
-        encode_labels(labelled, label_names),
-        [float(share) for share in data_args.split_fractions.split(",")],
+        data_args.text_column_names, data_args.label_column_name, data_args.text_column_delimiter,
+        class_names=data_args.class_names.split(",") if data_args.class_names else None,
+        split_fractions=[float(share) for share in data_args.split_fractions.split(",")],
         seed=data_args.shuffle_seed,
         balance_classes=data_args.balance_classes,
-    )
+    )  # fmt: skip
     if data_args.shuffle_train_dataset:
         splits["train"] = splits["train"].shuffle(seed=data_args.shuffle_seed)
     for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),

@@ -26,13 +26,9 @@ from sklearn.metrics import confusion_matrix
 
 from hf_scratchgpt.evaluation.harness import LocalTask, evaluate_tasks
 from hf_scratchgpt.finetuning.classification import (
+    build_labelled_splits,
     classification_metrics,
-    encode_labels,
-    infer_label_names,
-    load_labelled_splits,
     majority_class_accuracy,
-    select_text_and_label,
-    split_labelled,
 )
 
 DEFAULT_PROMPT = "Text: {text}\nLabel:"
@@ -52,12 +48,11 @@ def load_labelled_test_split(
 ) -> tuple[Dataset, Dataset, list[str]]:
     """The train and test splits (``text``, ``label`` id) and the class names, exactly as
     ``training/finetune_classifier.py`` builds them from the same arguments."""
-    raw = load_labelled_splits(train_file, None, test_file, headerless_label_text=headerless_label_text)
-    labelled = select_text_and_label(raw, text_column_names, label_column_name)
-    label_names = infer_label_names(labelled["train"], class_names)
-    splits = split_labelled(
-        encode_labels(labelled, label_names), split_fractions, seed=seed, balance_classes=balance_classes
-    )
+    splits, label_names = build_labelled_splits(
+        train_file, None, test_file, headerless_label_text=headerless_label_text,
+        text_column_names=text_column_names, label_column_name=label_column_name, class_names=class_names,
+        split_fractions=split_fractions, seed=seed, balance_classes=balance_classes,
+    )  # fmt: skip
     return splits["train"], splits["test"], label_names
 
 

@@ -6,6 +6,7 @@
 """
 
 from .classification import (
+    build_labelled_splits,
     classification_metrics,
     classification_metrics_fn,
     confusion_matrix_of,
@@ -35,6 +36,7 @@ __all__ = [
     "preference_to_dpo",
     "to_messages",
     "to_preference",
+    "build_labelled_splits",
     "classification_metrics",
     "classification_metrics_fn",
     "confusion_matrix_of",

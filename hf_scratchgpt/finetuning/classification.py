@@ -276,6 +276,37 @@ def _split_off(dataset: Dataset, share: float, seed: int) -> tuple[Dataset, Data
     return held["train"], held["test"]
 
 
+def build_labelled_splits(
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    split_names: dict[str, str] | None = None,
+    headerless_label_text: bool = False,
+    text_column_names: str | None = None,
+    label_column_name: str | None = None,
+    text_column_delimiter: str = " ",
+    class_names: Sequence[str] | None = None,
+    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 42,
+    balance_classes: str | None = None,
+) -> tuple[DatasetDict, list[str]]:
+    """Labelled data -> ``train`` / ``validation`` / ``test`` with ``text`` and a ``label`` id, and the class
+    names: load, select the columns, name the classes, encode, split. The fine-tuning script and the
+    classification evaluation both call this, so the same arguments always give the same test set."""
+    raw = load_labelled_splits(
+        train_file, validation_file, test_file, dataset_name, dataset_config_name, split_names,
+        headerless_label_text,
+    )  # fmt: skip
+    labelled = select_text_and_label(raw, text_column_names, label_column_name, text_column_delimiter)
+    label_names = infer_label_names(labelled["train"], class_names)
+    splits = split_labelled(
+        encode_labels(labelled, label_names), split_fractions, seed=seed, balance_classes=balance_classes
+    )
+    return splits, label_names
+
+
 def tokenize_for_classification(
     splits: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -398,6 +429,7 @@ def majority_class_accuracy(train_labels: Sequence[int], labels: Sequence[int]) 
 
 __all__ = [
     "DEFAULT_TEXT_COLUMNS",
+    "build_labelled_splits",
     "classification_metrics",
     "classification_metrics_fn",
     "confusion_matrix_of",
