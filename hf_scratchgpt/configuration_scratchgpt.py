@@ -109,12 +109,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# nanoGPT / GPT-2 names of our fields, accepted everywhere (and suggested for misspellings).
+GPT2_NAMES: dict[str, str] = {
+    "n_embd": "hidden_size",
+    "n_layer": "num_hidden_layers",
+    "n_head": "num_attention_heads",
+    "n_positions": "max_position_embeddings",
+    "n_inner": "intermediate_size",
+}
+# The normalisation epsilon under the names GPT-2, Llama and other configs give it: tools that set "the norm
+# epsilon" on any config (transformers' test helpers, exporters) set ours through these.
+EPSILON_NAMES: dict[str, str] = {
+    "layer_norm_epsilon": "layer_norm_eps",
+    "rms_norm_eps": "layer_norm_eps",
+    "norm_eps": "layer_norm_eps",
+    "norm_epsilon": "layer_norm_eps",
+}
+
+
 class ScratchGPTConfig(PreTrainedConfig):
     r"""Configuration of a ScratchGPT model.
 
     The field names are the standard transformers ones (``hidden_size``, ``num_hidden_layers``, ...), so
     Trainer, PEFT, TRL, lm-eval and ``DynamicCache(config=...)`` read them directly. nanoGPT / GPT-2 names
-    (``n_embd``, ``n_layer``, ``n_head``, ``n_positions``, ``n_inner``) are accepted as aliases.
+    (``n_embd``, ``n_layer``, ``n_head``, ``n_positions``, ``n_inner``, ``layer_norm_epsilon``) are accepted as
+    aliases.
 
     Args:
         vocab_size: number of tokens in the vocabulary (rows of the embedding matrix).
@@ -142,14 +161,11 @@ class ScratchGPTConfig(PreTrainedConfig):
     """
 
     model_type = "scratchgpt"
-    keys_to_ignore_at_inference = ["past_key_values"]
-    attribute_map = {
-        "n_embd": "hidden_size",
-        "n_layer": "num_hidden_layers",
-        "n_head": "num_attention_heads",
-        "n_positions": "max_position_embeddings",
-        "n_inner": "intermediate_size",
-    }
+    keys_to_ignore_at_inference = [
+        "cache",
+        "past_key_values",
+    ]  # the KV cache's name from transformers 5.24, and before
+    attribute_map = {**GPT2_NAMES, **EPSILON_NAMES}
     # FSDP wraps by these module names (the backbone is called `transformer`, its blocks `h`).
     base_model_fsdp_plan = {"wte": "free_full_weight", "h.*": "free_full_weight", "ln_f": "keep_full_weight"}
 
@@ -179,7 +195,7 @@ class ScratchGPTConfig(PreTrainedConfig):
     pad_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
-        # GPT-2 aliases arrive as extra kwargs; apply them before deriving the defaults that depend on them.
+        # Aliases (GPT-2 names, other configs' epsilon names) arrive as extra kwargs; apply them before deriving the defaults that depend on them.
         for alias, field in self.attribute_map.items():
             if alias in kwargs:
                 setattr(self, field, kwargs.pop(alias))
@@ -291,7 +307,7 @@ class ScratchGPTConfig(PreTrainedConfig):
         if unknown:
             raise ValueError(
                 f"Unknown ScratchGPTConfig field(s) {unknown}; valid fields: {sorted(fields)} "
-                f"(GPT-2 aliases: {sorted(cls.attribute_map)})."
+                f"(aliases: {sorted(cls.attribute_map)})."
             )
         return cls(**settings)
 
@@ -324,22 +340,26 @@ _OTHER_NAMES = {
 }
 
 
+# How alike (difflib ratio) an unknown key must be to one of our fields to be refused as a misspelling. High
+# enough that names other tools set on any config (``batch_norm_eps``, ``post_norm_eps``: 0.71 and 0.67 to
+# ``layer_norm_eps``) only warn, low enough to catch ``n_layers`` (0.93) or ``num_heads`` (0.80).
+TYPO_SIMILARITY = 0.8
+
+
 def _check_unknown_keys(config_class: type[ScratchGPTConfig], kwargs: dict[str, Any]) -> None:
     """Name config keys that no field reads: an error when one looks like a misspelt field, else a warning.
 
     ``n_layers`` for ``n_layer`` would otherwise be kept as an unused attribute while the model silently gets
     the default depth. Keys transformers itself writes (``architectures``, ``auto_map``, ``dtype``, generation
-    parameters, ...) are known and never reported.
+    parameters, ...) are known and never reported; other keys the ecosystem adds are kept with a warning.
     """
     fields = {field.name for field in dataclasses.fields(config_class)}
     unknown = [key for key in kwargs if key not in fields | _TRANSFORMERS_KEYS]
     # Candidates for a misspelling: ScratchGPT's own fields and their GPT-2 aliases.
-    own = (fields - {field.name for field in dataclasses.fields(PreTrainedConfig)}) | set(
-        config_class.attribute_map
-    )
+    own = (fields - {field.name for field in dataclasses.fields(PreTrainedConfig)}) | set(GPT2_NAMES)
     typos = {}
     for key in unknown:
-        close = difflib.get_close_matches(key, sorted(own), n=1, cutoff=0.7)
+        close = difflib.get_close_matches(key, sorted(own), n=1, cutoff=TYPO_SIMILARITY)
         if key in _OTHER_NAMES or close:
             match = _OTHER_NAMES.get(key) or config_class.attribute_map.get(close[0], close[0])
             typos[key] = match

@@ -15,6 +15,7 @@ it imports only its sibling ``configuration_scratchgpt``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -42,6 +43,30 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_scratchgpt import ScratchGPTConfig
 
 logger = logging.get_logger(__name__)
+
+# transformers 5.24 renamed the KV cache argument and output field `past_key_values` -> `cache` (generate passes
+# `cache=`, masks and outputs take `cache`), and moved the update of a paged cache (continuous batching) out of
+# the paged attention kernels into the model. This file runs as remote code under whatever transformers the user
+# has, so it reads which side of that release it is on from create_causal_mask's signature (the same release
+# changed both) instead of from a version number, and uses the running version's name everywhere.
+CACHE_NAME = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+MODEL_UPDATES_PAGED_CACHE = CACHE_NAME == "cache"
+
+
+def resolve_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The KV cache, whichever name it came under (``cache`` from transformers >= 5.24, else ``past_key_values``)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError(
+            "Got the KV cache twice, as `cache` and as `past_key_values`. Pass it once: `cache=` (transformers "
+            ">= 5.24) or `past_key_values=` (older releases, still accepted)."
+        )
+    return cache if cache is not None else past_key_values
+
+
+def is_paged_cache(cache: Cache) -> bool:
+    """A continuous-batching cache (``generate_batch``), updated differently before transformers 5.24."""
+    return type(cache).__name__ == "PagedAttentionCache"
+
 
 # ----------------------------------------------------------------------------------------------------
 # Building blocks
@@ -163,7 +188,7 @@ class ScratchGPTAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = hidden_states.shape
@@ -178,9 +203,12 @@ class ScratchGPTAttention(nn.Module):
             cos, sin = position_embeddings
             query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
 
-        if past_key_values is not None:
-            # The cache appends this step's keys/values and hands back everything seen so far.
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None and not MODEL_UPDATES_PAGED_CACHE and is_paged_cache(cache):
+            kwargs["cache"] = cache  # before transformers 5.24 the paged kernels update the cache themselves
+        elif cache is not None:
+            # The cache appends this step's keys/values and hands back everything seen so far (a paged cache
+            # also fills in `kwargs` what its attention kernel needs).
+            key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -248,14 +276,14 @@ class ScratchGPTBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         attn_output, _ = self.attn(
             self.ln_1(hidden_states),
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + attn_output
@@ -274,7 +302,7 @@ class ScratchGPTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "transformer"  # the backbone's attribute name in every head (GPT-2's name)
     supports_gradient_checkpointing = True
     _no_split_modules = ["ScratchGPTBlock"]  # FSDP / device_map never split a block
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -327,25 +355,31 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        r"""``cache`` (``past_key_values`` before transformers 5.24) holds the keys/values of earlier steps."""
+        cache = resolve_cache(cache, past_key_values)
+        paged = cache is not None and is_paged_cache(cache)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         # A cache created here starts empty: the mask is then built as if there were none, which lets
         # create_causal_mask detect packed sequences (position_ids restarting at 0) in a plain forward.
-        mask_cache = past_key_values
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        # Before transformers 5.24 masks knew nothing of paged caches (continuous batching prepares its own mask).
+        mask_cache = None if paged and not MODEL_UPDATES_PAGED_CACHE else cache
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
 
         # Positions count real tokens only: with left padding the first real token is position 0, as it
         # would be unpadded (generate and packing collators pass position_ids explicitly). Without a
         # mask, positions continue after whatever the cache already holds.
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        # A paged cache holds many requests and has no single length; continuous batching passes position_ids.
+        past_length = cache.get_seq_length() if cache is not None and not paged else 0
         seq_length = inputs_embeds.shape[1]
         if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
@@ -366,24 +400,17 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
             position_embeddings = self.rotary_emb(hidden_states, position_ids)
         hidden_states = self.drop(hidden_states)
 
-        causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=mask_cache,
-            position_ids=position_ids,
-        )
+        # The cache goes in positionally: its keyword is `cache` from transformers 5.24, `past_key_values` before.
+        causal_mask = create_causal_mask(self.config, inputs_embeds, attention_mask, mask_cache, position_ids)
         for block in self.h:
             hidden_states = block(
                 hidden_states,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
                 **kwargs,
             )
-        return BaseModelOutputWithPast(
-            last_hidden_state=self.ln_f(hidden_states), past_key_values=past_key_values
-        )
+        return BaseModelOutputWithPast(last_hidden_state=self.ln_f(hidden_states), **{CACHE_NAME: cache})
 
     def _check_input(self, position_ids: torch.Tensor, past_length: int, seq_length: int) -> None:
         """Clear errors for an empty input and for positions past the learned position table.
@@ -436,11 +463,12 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""``labels`` are the input ids themselves (the loss shifts them); -100 marks ignored positions.
@@ -449,7 +477,7 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -463,7 +491,7 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -549,17 +577,18 @@ class ScratchGPTForSequenceClassification(ScratchGPTPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> SequenceClassifierOutputWithPast:
         outputs: BaseModelOutputWithPast = self.transformer(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -576,7 +605,7 @@ class ScratchGPTForSequenceClassification(ScratchGPTPreTrainedModel):
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=pooled_logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

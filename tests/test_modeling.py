@@ -15,6 +15,9 @@ from hf_scratchgpt import (
     ScratchGPTForTokenClassification,
     ScratchGPTModel,
 )
+from hf_scratchgpt.modeling_scratchgpt import CACHE_NAME
+
+pytestmark = pytest.mark.compat  # part of the compatibility lane (see tests/test_compat.py)
 
 ALL_RECIPES = list(RECIPES)
 
@@ -39,15 +42,27 @@ def test_greedy_generation_identical_with_dynamic_static_and_no_cache(recipe):
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES)
-def test_continuing_from_returned_cache_equals_full_forward(recipe):
+@pytest.mark.parametrize("cache_keyword", ["cache", "past_key_values"])
+def test_continuing_from_returned_cache_equals_full_forward(recipe, cache_keyword):
+    """The cache is taken under either name (transformers >= 5.24 passes `cache`, older `past_key_values`) and
+    returned under the running version's output field."""
     model = tiny_model(recipe)
     ids = prompt(length=10)
     full = model(ids).logits
     first = model(ids[:, :6], use_cache=True)
-    assert isinstance(first.past_key_values, DynamicCache)
-    assert first.past_key_values.get_seq_length() == 6
-    rest = model(ids[:, 6:], past_key_values=first.past_key_values, use_cache=True).logits
+    returned = getattr(first, CACHE_NAME)
+    assert isinstance(returned, DynamicCache)
+    assert returned.get_seq_length() == 6
+    rest = model(ids[:, 6:], use_cache=True, **{cache_keyword: returned}).logits
     torch.testing.assert_close(torch.cat([first.logits, rest], dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_given_under_both_names_is_refused():
+    model = tiny_model("gpt2")
+    first = model(prompt(length=4), use_cache=True)
+    returned = getattr(first, CACHE_NAME)
+    with pytest.raises(ValueError, match="`cache` and as `past_key_values`"):
+        model(prompt(length=1), cache=returned, past_key_values=returned)
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES)
@@ -243,11 +258,11 @@ def test_decoding_with_static_cache_compiles_as_one_graph(recipe):
     cache = StaticCache(config=model.config, max_cache_len=32)
     # fullgraph=True fails on any graph break (e.g. Python branching on a tensor); "eager" skips codegen.
     forward = torch.compile(model.forward, fullgraph=True, backend="eager")
-    tokens = [forward(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1)]
+    tokens = [forward(input_ids=ids, cache=cache, use_cache=True).logits[:, -1].argmax(-1)]
     for step in range(4):
         position = torch.tensor([[8 + step]])
         logits = forward(
-            input_ids=tokens[-1][:, None], past_key_values=cache, use_cache=True, position_ids=position
+            input_ids=tokens[-1][:, None], cache=cache, use_cache=True, position_ids=position
         ).logits
         tokens.append(logits[:, -1].argmax(-1))
     assert torch.cat(tokens).tolist() == expected.tolist()

@@ -71,3 +71,28 @@ def test_keys_transformers_writes_are_not_flagged_and_other_unknown_keys_warn(sa
     with CaptureLogger(config_logger) as captured:
         AutoConfig.from_pretrained(folder)
     assert "['trained_on'] are not ScratchGPT fields" in captured.out
+
+
+def test_norm_epsilon_names_of_other_configs_set_ours():
+    """GPT-2's `layer_norm_epsilon`, Llama's `rms_norm_eps` and the other names transformers' test helper
+    (`set_config_for_less_flaky_test`) sets on every config all reach the one epsilon the model reads."""
+    for name in ("layer_norm_epsilon", "rms_norm_eps", "norm_eps", "norm_epsilon"):
+        config = ScratchGPTConfig.from_preset("tiny", **{name: 0.25})
+        assert config.layer_norm_eps == 0.25
+        config.layer_norm_eps = 1e-5
+        setattr(config, name, 0.5)
+        reloaded = ScratchGPTConfig.from_dict(config.to_dict())
+        assert reloaded.layer_norm_eps == 0.5 and name not in config.to_dict()
+
+
+def test_attributes_other_tools_set_survive_a_round_trip_with_a_warning(caplog):
+    config = ScratchGPTConfig.from_preset("tiny")
+    for name in (
+        "batch_norm_eps",
+        "post_norm_eps",
+    ):  # what transformers' test helper sets besides the norm eps
+        setattr(config, name, 1.0)
+    with caplog.at_level("WARNING"):
+        reloaded = ScratchGPTConfig.from_dict(config.to_dict())
+    assert reloaded.batch_norm_eps == 1.0 and reloaded.post_norm_eps == 1.0
+    assert "batch_norm_eps" in caplog.text

@@ -9,7 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import tiny_model
+
+pytestmark = pytest.mark.compat  # part of the compatibility lane (see tests/test_compat.py)
 
 TAMPERED = 'raise RuntimeError("tampered remote code was executed")\n'
 
