@@ -17,8 +17,8 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
-from transformers.models.auto.tokenization_auto import REGISTERED_TOKENIZER_CLASSES
 
+from .compat import register_peft_default_targets, register_tokenizer_by_class_name
 from .configuration_scratchgpt import PRESETS, ScratchGPTConfig
 from .conversion import convert_gpt2_to_scratchgpt, convert_scratchgpt_to_gpt2
 from .modeling_scratchgpt import (
@@ -54,7 +54,7 @@ def _register() -> None:
     # the config type even when the package is installed, but prefers a class found by name. So with the
     # package imported, trust_remote_code=True runs none of the folder's .py files (models and configs
     # already prefer installed classes).
-    REGISTERED_TOKENIZER_CLASSES[ScratchGPTTokenizer.__name__] = ScratchGPTTokenizer
+    register_tokenizer_by_class_name(ScratchGPTTokenizer)
     ScratchGPTTokenizer.register_for_auto_class("AutoTokenizer")
 
 
@@ -67,22 +67,16 @@ def _register_peft_defaults() -> None:
     works without ``target_modules`` (PEFT looks them up by ``config.model_type``, as it does for GPT-2).
 
     Wherever PEFT has Llama defaults (LoRA and the adapters that copy its table, IA3, ...), ScratchGPT gets the
-    same, since its projections have Llama's names; LayerNorm tuning gets GPT-2's norm names. The tables are
-    updated in place: PEFT's tuners hold references to these very dicts. Without the package (remote code),
-    pass ``target_modules="all-linear"``.
+    same, since its projections have Llama's names; LayerNorm tuning gets GPT-2's norm names. Without the package
+    (remote code), pass ``target_modules="all-linear"``.
     """
-    if importlib.util.find_spec("peft") is None:
-        return
-    from peft.utils import constants
-
-    for name, mapping in vars(constants).items():
-        if name.startswith("TRANSFORMERS_MODELS_TO_") and isinstance(mapping, dict):
-            llama = mapping.get("llama")
-            if isinstance(llama, list) and set(llama) <= _PEFT_TARGETABLE:
-                mapping.setdefault(ScratchGPTConfig.model_type, list(llama))
-    constants.TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING.setdefault(
-        ScratchGPTConfig.model_type, ["ln_1", "ln_2", "ln_f"]
-    )
+    if importlib.util.find_spec("peft") is not None:
+        register_peft_default_targets(
+            ScratchGPTConfig.model_type,
+            like="llama",
+            norm_modules=["ln_1", "ln_2", "ln_f"],
+            allowed=_PEFT_TARGETABLE,
+        )
 
 
 _register()

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate.state import AcceleratorState
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainerControl, TrainerState
 from transformers import TrainingArguments as HfTrainingArguments
@@ -42,6 +41,7 @@ from .checkpoints import (
     resume_requested,
     resumes_latest,
 )
+from .compat import reset_accelerator_state
 from .hardware import (
     PRECISIONS,
     PrecisionError,
@@ -109,9 +109,8 @@ class PrecisionArguments:
         ``mixed_precision`` when it is built). For a script that measured both and keeps the faster."""
         self._set_precision_flags(precision)
         self.mixed_precision = _ACCELERATE_MIXED_PRECISION[precision]
-        # Accelerate keeps one process-wide AcceleratorState and refuses a second precision; forget it (the
-        # process group lives in PartialState and is kept). Private API of accelerate 1.x, as its own tests use.
-        AcceleratorState._reset_state(reset_partial_state=False)
+        # Accelerate keeps one process-wide AcceleratorState and refuses a second precision: forget it.
+        reset_accelerator_state()
 
     @staticmethod
     def process_index_from_env() -> int:
