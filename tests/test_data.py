@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from hf_scratchgpt.data import (
     token_byte_lengths,
     tokenize_and_pack,
 )
+from hf_scratchgpt.data import files as files_module
 from hf_scratchgpt.data import packing as packing_module
 from hf_scratchgpt.data import sources as data_module
 
@@ -230,11 +232,30 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 
 def test_folder_without_supported_files_lists_extensions(tmp_path: Path) -> None:
     (tmp_path / "notes.md").write_text("# notes", encoding="utf-8")
-    with pytest.raises(DataError, match="no supported data files") as err:
+    with pytest.raises(DataError, match=r"no supported data files \(only notes.md\)") as err:
         load_text_dataset(tmp_path)
     for ext in SUPPORTED_EXTENSIONS:
         assert ext in str(err.value)
     assert str(tmp_path) in str(err.value)
+
+
+def test_a_folders_unsupported_files_are_named_in_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "story.txt").write_text("Once upon a time.", encoding="utf-8")
+    (folder / "weights.bin").write_bytes(b"\x00\x01")
+    (folder / "sub" / "notes.md").write_text("# notes", encoding="utf-8")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref", encoding="utf-8")  # hidden: passed over without a word
+    with pytest.warns(
+        UserWarning, match=r"skipping 2 file\(s\) of an unsupported type: sub/notes.md, weights.bin\."
+    ) as record:
+        dataset = load_text_dataset(folder, cache_dir=tmp_path / "cache")
+    assert str(folder) in str(record[0].message) and "HEAD" not in str(record[0].message)
+    assert texts_of(dataset) == ["Once upon a time."]
+    (folder / "story.txt").unlink()
+    with pytest.raises(DataError, match=r"no supported data files \(only sub/notes.md, weights.bin\)"):
+        load_text_dataset(folder, cache_dir=tmp_path / "cache")
 
 
 def test_unsupported_extension_lists_allowed_ones(tmp_path: Path) -> None:
@@ -289,14 +310,45 @@ def test_non_string_text_column_is_refused(tmp_path: Path) -> None:
 
 def test_undecodable_bytes_warn_with_file_and_offset(tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
-    path.write_bytes("héllo ".encode() + b"\xff\xfe" + b" world\n")  # "héllo " is 7 bytes
-    with pytest.warns(UnicodeWarning, match="byte offset 7 ") as record:
+    tail = " world. " * 40  # 320 bytes: 2 bad bytes of 329 are 0.6%, under the 1% refusal limit
+    path.write_bytes("héllo ".encode() + b"\xff\xfe" + tail.encode())  # "héllo " is 7 bytes
+    with pytest.warns(UnicodeWarning, match=r"byte offset 7 .*\(2 undecodable byte\(s\) of 329\)") as record:
         dataset = load_text_dataset(path, cache_dir=tmp_path / "cache")
     assert str(path) in str(record[0].message)
-    assert texts_of(dataset) == ["héllo \ufffd\ufffd world\n"]
+    assert texts_of(dataset) == ["héllo \ufffd\ufffd" + tail]
     with pytest.warns(UnicodeWarning, match="byte offset 7 "):
         separated = load_text_dataset(path, txt_mode="separator", streaming=True)
-    assert texts_of(separated) == ["héllo \ufffd\ufffd world"]
+    assert texts_of(separated) == [("héllo \ufffd\ufffd" + tail).strip()]
+
+
+def test_a_txt_of_random_bytes_is_refused_naming_the_share_of_bad_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "noise.txt"
+    path.write_bytes(
+        torch.randint(0, 256, (4000,), generator=torch.Generator().manual_seed(0)).byte().numpy().tobytes()
+    )
+    bad, total = files_module.count_undecodable_bytes(path)
+    assert total == 4000 and 0.3 < bad / total < 0.6  # about half of random bytes are not UTF-8
+    with pytest.raises(
+        DataError, match=rf"{re.escape(str(path))}: {bad / total:.1%} of its bytes \({bad:,} of 4,000"
+    ):
+        load_text_dataset(path, cache_dir=tmp_path / "cache")
+    # Latin-1 text: one byte per accented letter, none of them UTF-8: refused, with the fix.
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(("Le café était très bon, déjà prêt. " * 20).encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt: \d+\.\d% of its bytes .* iconv -f latin1 -t utf-8"):
+        load_text_dataset(latin1, cache_dir=tmp_path / "cache")
+
+
+def test_undecodable_bytes_are_counted_exactly_across_scan_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Multi-byte characters straddle the chunk boundaries; a truncated character at the end is bad too.
+    content = "aé€b".encode() + b"\x80\xff" + "ü".encode() + "é".encode()[:1]
+    path = tmp_path / "x.txt"
+    path.write_bytes(content)
+    for chunk in range(1, len(content) + 2):
+        monkeypatch.setattr(files_module, "_SCAN_CHUNK_BYTES", chunk)
+        assert files_module.count_undecodable_bytes(path) == (3, len(content)), chunk
 
 
 def test_invalid_utf8_offset_is_exact_across_scan_chunks(
@@ -307,12 +359,12 @@ def test_invalid_utf8_offset_is_exact_across_scan_chunks(
     path = tmp_path / "x.txt"
     path.write_bytes(content)
     for chunk in range(1, len(content) + 2):
-        monkeypatch.setattr(data_module, "_SCAN_CHUNK_BYTES", chunk)
-        assert data_module._first_invalid_utf8_offset(path) == 7, chunk
+        monkeypatch.setattr(files_module, "_SCAN_CHUNK_BYTES", chunk)
+        assert files_module.first_invalid_utf8_offset(path) == 7, chunk
     path.write_bytes("aé€b".encode() + "é".encode()[:1])  # truncated character at the end
-    assert data_module._first_invalid_utf8_offset(path) == 7
+    assert files_module.first_invalid_utf8_offset(path) == 7
     path.write_bytes("clean é € text".encode())
-    assert data_module._first_invalid_utf8_offset(path) is None
+    assert files_module.first_invalid_utf8_offset(path) is None
 
 
 def test_hub_id_offline_fails_fast_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -596,6 +648,18 @@ def test_corpus_shorter_than_one_block(tmp_path: Path, word_tokenizer) -> None:
     stream = IterableDataset.from_generator(lambda: iter([{"text": "a b c"}]))
     with pytest.raises(DataError, match="4 tokens"):
         list(tokenize_and_pack(stream, word_tokenizer, 8))
+
+
+def test_a_split_shorter_than_one_block_is_named_with_what_to_do(tmp_path: Path, word_tokenizer) -> None:
+    short = Dataset.from_dict({"text": ["a b c"]})  # 4 tokens with the EOS
+    with pytest.raises(
+        DataError, match=r"The validation split has 4 tokens, but one block needs --block_size 8"
+    ) as err:
+        tokenize_and_pack(short, word_tokenizer, 8, cache_dir=tmp_path, split="validation")
+    assert "a larger --validation_fraction or more text" in str(err.value) and "at most 4" in str(err.value)
+    stream = IterableDataset.from_generator(lambda: iter([{"text": "a b c"}]))
+    with pytest.raises(DataError, match=r"The train split has 4 tokens.*\(more text\)"):
+        list(tokenize_and_pack(stream, word_tokenizer, 8, split="train"))
 
 
 def test_tokenizer_without_eos_and_bad_inputs(tmp_path: Path) -> None:

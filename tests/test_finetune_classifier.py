@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import DataError
 from hf_scratchgpt.finetuning import classification
 from hf_scratchgpt.finetuning.classification import (
+    classes_seen,
     classification_metrics,
     classification_metrics_fn,
     encode_labels,
@@ -269,6 +272,54 @@ def test_metrics_match_hand_counts():
     assert metrics["precision_pos"] == pytest.approx(2 / 3) and metrics["recall_pos"] == pytest.approx(2 / 3)
     assert metrics["precision_neg"] == pytest.approx(1 / 2) and metrics["recall_neg"] == pytest.approx(1 / 2)
     assert metrics["f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_a_class_absent_from_the_references_gets_no_invented_zero_scores():
+    # Only "neg" is in the references: "pos" has no recall or F1 to report, and the macro averages are
+    # those of "neg" alone (sklearn's zero_division=0 would add a 0.0 for "pos" and halve them).
+    metrics = classification_metrics([0, 0, 1], [0, 0, 0], ["neg", "pos"])
+    assert metrics["recall_neg"] == pytest.approx(2 / 3) and metrics["precision_neg"] == 1.0
+    assert not {"precision_pos", "recall_pos", "f1_pos"} & set(metrics)
+    assert metrics["f1"] == metrics["f1_neg"] == pytest.approx(0.8)
+    with pytest.warns(
+        UserWarning, match=re.escape("The test split has no example of class(es) ['pos']")
+    ) as seen:
+        assert classes_seen([0, 0, 0], ["neg", "pos"], "test", train_labels=[1, 1, 0]) == ["neg"]
+    assert "'pos' (the most frequent training class)" in str(seen[0].message)  # why the baseline scores 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert classes_seen([1, 0], ["neg", "pos"], "test") == ["neg", "pos"]
+        assert classes_seen([0], ["neg", "pos"]) == ["neg"]  # no split named: no warning
+
+
+def test_a_test_file_without_one_class_is_reported_with_the_classes_seen(base_model, toy_files, tmp_path):
+    only_neg = write_jsonl(
+        tmp_path / "test.jsonl", [row for row in toy_rows(40, seed=3) if row["label"] == "neg"]
+    )
+    with pytest.warns(UserWarning, match=re.escape("The test split has no example of class(es) ['pos']")):
+        metrics = finetune_main([
+            "--model_name_or_path", str(base_model), "--train_file", toy_files["train"],
+            "--validation_file", toy_files["validation"], "--test_file", only_neg,
+            "--output_dir", str(tmp_path / "out"), "--max_steps", "2", *FAST_TRAINING,
+        ])  # fmt: skip
+    assert metrics["test_classes_seen"] == ["neg"] and metrics["eval_classes_seen"] == ["neg", "pos"]
+    assert "test_recall_neg" in metrics and not {"test_recall_pos", "test_f1_pos"} & set(metrics)
+    assert metrics["test_f1"] == metrics["test_f1_neg"]
+
+
+@pytest.mark.parametrize("content", ["", "text,label\n"], ids=["empty", "header only"])
+def test_an_empty_test_file_is_named_with_its_split(tmp_path, toy_files, content):
+    empty = tmp_path / "test.csv"
+    empty.write_text(content)
+    with pytest.raises(DataError, match=re.escape(f"--test_file {empty} (the test split) holds no records")):
+        load_labelled_splits(toy_files["train"], test_file=str(empty))
+
+
+def test_a_malformed_training_file_is_named_with_the_line(tmp_path):
+    broken = tmp_path / "train.jsonl"
+    broken.write_text('{"text": "sun", "label": "pos"}\n{"text": "rain", "label": neg}\n')
+    with pytest.raises(DataError, match=re.escape(f"{broken}: not valid JSON at line 2, column 27")):
+        load_labelled_splits(str(broken))
 
 
 def test_class_label_ids_become_their_names_and_keep_their_order():

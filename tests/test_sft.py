@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,56 @@ def test_preference_rows_become_dpo_format_and_bad_layouts_are_named(shared_data
         load_instruction_dataset(shared_data / "instruction" / "missing.json")
 
 
+# --- records that cannot be trained on --------------------------------------------------------------------------
+
+
+def write_json(path: Path, rows: list) -> Path:
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_an_alpaca_record_without_its_answer_is_named_not_trained_as_none(tmp_path):
+    rows = [*ALPACA_ROWS, {"instruction": "Name a fruit.", "input": ""}, {**ALPACA_ROWS[0], "output": "  "}]
+    path = write_json(tmp_path / "alpaca.json", rows)
+    dataset = load_instruction_dataset(path)
+    with pytest.raises(DataError, match=re.escape(f"{path}: record 4 has no 'output'")) as error:
+        to_messages(dataset, source=str(path))
+    message = str(error.value)
+    assert (
+        "'Name a fruit.'" in message
+        and "1 more record" in message
+        and "--skip_invalid_records true" in message
+    )
+    kept = to_messages(dataset, source=str(path), skip_invalid_records=True)
+    assert len(kept) == len(ALPACA_ROWS)
+    assert [row[-1]["content"] for row in kept["messages"]] == [answer for _, _, answer in QA]
+    pairs = Dataset.from_list([{"prompt": "Hi", "completion": None}, {"prompt": "Yo", "completion": "Hey"}])
+    with pytest.raises(DataError, match="pairs.jsonl: record 0 has no 'completion'"):
+        to_messages(pairs, source="pairs.jsonl")
+
+
+def test_a_preference_record_without_a_rejected_answer_is_named_or_skipped(tmp_path):
+    rows = [{"instruction": "Say hi.", "chosen": "Hi!", "rejected": "Go away."},
+            {"instruction": "Say bye.", "chosen": "Bye!"}]  # fmt: skip
+    path = write_json(tmp_path / "preference.json", rows)
+    dataset = load_instruction_dataset(path)
+    with pytest.raises(DataError, match=re.escape(f"{path}: record 1 has no 'rejected'")):
+        to_preference(dataset, source=str(path))
+    kept = to_preference(dataset, source=str(path), skip_invalid_records=True)
+    assert kept["rejected"] == [[{"role": "assistant", "content": "Go away."}]]
+
+
+def test_malformed_json_names_the_file_line_and_column(tmp_path):
+    array = tmp_path / "array.json"
+    array.write_text('[{"instruction": "a", "output": "b"},\n {"instruction": "c" "output": "d"}]')
+    with pytest.raises(DataError, match=re.escape(f"{array}: not valid JSON at line 2, column 22")):
+        load_instruction_dataset(array)
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text('{"instruction": "a", "output": "b"}\n\n{"instruction": "c", "output": }\n')
+    with pytest.raises(DataError, match=re.escape(f"{lines}: not valid JSON at line 3, column 32")):
+        load_instruction_dataset(lines)
+
+
 # --- labels and packing -----------------------------------------------------------------------------------------
 
 
@@ -207,6 +258,21 @@ def test_sft_learns_to_answer_and_stops_at_the_end_of_its_turn(base_model_dir, a
         generate_reply(model, tokenizer, [{"role": "user", "content": "Say hello."}], temperature=0)
         == "Hello!"
     )
+
+
+def test_sft_skips_invalid_records_only_when_asked_and_counts_them(base_model_dir, tmp_path):
+    data = write_json(tmp_path / "alpaca.json", [*ALPACA_ROWS * 5, {"instruction": "No answer here."}])
+    argv = ["--model_name_or_path", str(base_model_dir), "--dataset_name", str(data), "--max_steps", "1",
+            "--per_device_train_batch_size", "4", *FAST]  # fmt: skip
+    with pytest.raises(DataError, match=re.escape(f"{data}: record 20 has no 'output'")):
+        load_script("training/sft.py").main([*argv, "--output_dir", str(tmp_path / "refused")])
+    out = tmp_path / "skipped"
+    metrics = load_script("training/sft.py").main(
+        [*argv, "--output_dir", str(out), "--skip_invalid_records", "true"]
+    )
+    assert metrics["skipped_invalid_records"] == 1
+    assert metrics["train_examples"] + metrics["eval_examples"] == len(ALPACA_ROWS) * 5
+    assert json.loads((out / "metrics.json").read_text())["skipped_invalid_records"] == 1
 
 
 def test_gpt2_start_converts_and_a_lora_sft_merges_exactly(tmp_path, alpaca_file):

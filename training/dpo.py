@@ -5,7 +5,8 @@
         --output_dir outputs/dpo --max_steps 100
 
 Data: rows with `chosen` and `rejected` answers and an Alpaca `instruction` (+ `input`) or a `prompt`,
-from a local file or the Hub. LoRA is on by default (--use_peft false trains every weight): the
+from a local file or the Hub (a row lacking one of them: an error, or skipped and counted with
+--skip_invalid_records true). LoRA is on by default (--use_peft false trains every weight): the
 reference model is then the same weights with the adapter switched off, so no second copy is held.
 
 Writes the adapter in OUTPUT_DIR (AutoPeftModelForCausalLM), OUTPUT_DIR/merged (AutoModelForCausalLM),
@@ -54,10 +55,15 @@ def main(argv: list[str] | None = None) -> dict:
     cap_max_length(training_args, model)
 
     # Data: preference rows -> conversational prompt / chosen / rejected, some held out.
-    dataset = load_instruction_dataset(
+    records = load_instruction_dataset(
         data_args.dataset_name, split=data_args.dataset_train_split, config=data_args.dataset_config
     )
-    dataset = to_preference(dataset, system_prompt=data_args.system_prompt)
+    dataset = to_preference(
+        records,
+        system_prompt=data_args.system_prompt,
+        source=data_args.dataset_name,
+        skip_invalid_records=data_args.skip_invalid_records,
+    )
     splits = split_train_validation(dataset, data_args.validation_fraction, seed=training_args.seed)
 
     if model_args.use_peft:  # the adapter must name a base that loads: save a converted/grown start model
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_runtime": train_result.metrics["train_runtime"],
         "train_steps": trainer.state.global_step,
         "train_pairs": len(splits["train"]),
+        "skipped_invalid_records": len(records) - len(dataset),
         "eval_pairs": len(splits["validation"]),
         "beta": training_args.beta,
         "use_peft": model_args.use_peft,

@@ -25,7 +25,8 @@ Writes OUTPUT_DIR: the classifier (model + tokenizer; ``AutoModelForSequenceClas
 ``peft.AutoPeftModelForSequenceClassification``; pass ``num_labels=`` for more than two classes) plus
 the merged classifier in OUTPUT_DIR/merged; ``samples.json`` (a few test texts with their predicted
 label) and, last, ``metrics.json``: ``eval_*`` (validation) and ``test_*`` accuracy, macro and per-class
-precision / recall / F1, confusion matrix, majority-class accuracy, and the label names.
+precision / recall / F1 (of the classes each split holds: ``*_classes_seen``), confusion matrix,
+majority-class accuracy, and the label names.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from hf_scratchgpt.cards import write_model_card
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.finetuning.classification import (
     build_labelled_splits,
+    classes_seen,
     classification_metrics_fn,
     confusion_matrix_of,
     majority_class_accuracy,
@@ -269,6 +271,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         metrics[f"{prefix}_majority_class_accuracy"] = majority_class_accuracy(
             train_labels, prediction.label_ids
+        )
+        # A class with no example in this split has no scores: say so, and which classes were scored.
+        metrics[f"{prefix}_classes_seen"] = classes_seen(
+            prediction.label_ids, label_names, split, train_labels
         )
         metrics[f"{prefix}_samples"] = len(tokenized[split])
         if split == "test":

@@ -7,6 +7,8 @@
 
 Data: Alpaca rows (instruction, input, output), chat `messages`, or prompt/completion pairs, from a local
 file or the Hub; every layout becomes chat `messages` and the loss falls on the assistant turns only.
+A record lacking a field (e.g. an Alpaca `output`) stops the run naming the file and record, unless
+`--skip_invalid_records true` leaves such records out (counted in metrics.json).
 A GPT2LMHeadModel start (folder or Hub id) is converted to ScratchGPT with GPT-2's tokenizer plus the
 chat tokens. `--use_peft` trains LoRA (TRL's ModelConfig flags: --lora_r, --lora_alpha, ...).
 
@@ -56,10 +58,15 @@ def main(argv: list[str] | None = None) -> dict:
     cap_max_length(training_args, model)
 
     # Data: any instruction layout -> chat messages, with a held-out part for eval loss and samples.
-    dataset = load_instruction_dataset(
+    records = load_instruction_dataset(
         data_args.dataset_name, split=data_args.dataset_train_split, config=data_args.dataset_config
     )
-    dataset = to_messages(dataset, system_prompt=data_args.system_prompt)
+    dataset = to_messages(
+        records,
+        system_prompt=data_args.system_prompt,
+        source=data_args.dataset_name,
+        skip_invalid_records=data_args.skip_invalid_records,
+    )
     splits = split_train_validation(dataset, data_args.validation_fraction, seed=training_args.seed)
 
     if model_args.use_peft:  # the adapter must name a base that loads: save a converted/grown start model
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_steps": trainer.state.global_step,
         "train_tokens": last_logged(trainer, "num_tokens"),
         "train_examples": len(splits["train"]),
+        "skipped_invalid_records": len(records) - len(dataset),
         "eval_examples": len(splits["validation"]),
         "use_peft": model_args.use_peft,
         "packing": training_args.packing,

@@ -6,8 +6,10 @@ Every step takes and returns a `datasets` object, so a stage can be cached, insp
 user's own. `datasets` does the loading, mapping and caching; this package only adds what it lacks for
 language-model pretraining, along its seams:
 
-* `sources`: one entry point for every place text lives (Hub id, file, folder, a saved dataset folder),
-  clear `DataError`s, a cheap offline check, and the train/validation split;
+* `sources`: one entry point for every place text lives (Hub id, file, folder), clear `DataError`s and a
+  cheap offline check;
+* `files`: checks on the user's files (not UTF-8, malformed JSON, empty) that name the file and the fix;
+* `splits`: the train/validation split;
 * `corpus`: a default corpus that ships with CPython, so the whole pipeline runs with no download;
 * `packing`: nanoGPT-style packing into blocks, cached on disk so reruns and other ranks reuse it;
 * `metrics`: loss and bits per byte over the UTF-8 bytes of the very tokens scored.
@@ -20,15 +22,11 @@ Example::
 """
 
 from .corpus import default_corpus_texts, load_default_dataset
+from .files import DataError
 from .metrics import language_model_scores, score_blocks, token_byte_lengths
 from .packing import tokenize_and_pack
-from .sources import (
-    SUPPORTED_EXTENSIONS,
-    DataError,
-    hub_is_reachable,
-    load_text_dataset,
-    split_train_validation,
-)
+from .sources import SUPPORTED_EXTENSIONS, hub_is_reachable, load_text_dataset
+from .splits import split_train_validation
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .sources import _TEXT_FEATURES, DataError
+from .files import DataError
+from .sources import _TEXT_FEATURES
 
 
 def _stdlib_docstrings() -> list[str]:

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, IterableDataset, Value
 
-from .sources import _CACHE_VERSION, _MAP_BATCH_SIZE, AnyDataset, DataError, _sha256
+from .files import DataError
+from .sources import _CACHE_VERSION, _MAP_BATCH_SIZE, AnyDataset, _sha256
 
 logger = logging.getLogger(__name__)
 _INPUT_IDS_FEATURES = Features({"input_ids": datasets.List(Value("int32"))})
@@ -77,7 +78,9 @@ class _BlockPacker:
         return {"input_ids": list(stream[:n_full].reshape(-1, self.block_size))}
 
 
-def _iter_blocks(tokenized: IterableDataset, block_size: int) -> Iterator[dict[str, list[int]]]:
+def _iter_blocks(
+    tokenized: IterableDataset, block_size: int, split: str | None
+) -> Iterator[dict[str, list[int]]]:
     """Streaming packing: the same layout as _BlockPacker, generated on the fly."""
     carry: list[int] = []
     n_blocks = n_tokens = 0
@@ -91,13 +94,20 @@ def _iter_blocks(tokenized: IterableDataset, block_size: int) -> Iterator[dict[s
             n_blocks += 1
         del carry[:n_full]
     if n_blocks == 0:
-        raise _too_short(n_tokens, block_size)
+        raise _too_short(n_tokens, block_size, split)
 
 
-def _too_short(n_tokens: int, block_size: int) -> DataError:
+def _too_short(n_tokens: int, block_size: int, split: str | None) -> DataError:
+    """The corpus (or one split of it) is shorter than one block: say which, and the ways out."""
+    if split is None:
+        return DataError(
+            f"The corpus has {n_tokens} tokens, but one block needs block_size={block_size} tokens. "
+            f"Use a smaller block_size (at most {n_tokens}) or more text."
+        )
+    more = "a larger --validation_fraction or more text" if split == "validation" else "more text"
     return DataError(
-        f"The corpus has {n_tokens} tokens, but one block needs block_size={block_size} tokens. "
-        f"Use a smaller block_size (at most {n_tokens}) or more text."
+        f"The {split} split has {n_tokens} tokens, but one block needs --block_size {block_size}. "
+        f"Give the {split} split more tokens ({more}), or use a smaller --block_size (at most {n_tokens})."
     )
 
 
@@ -189,6 +199,7 @@ def tokenize_and_pack(
     num_proc: int | None = None,
     add_eos: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    split: str | None = None,
 ) -> Dataset | IterableDataset:
     """Tokenize every document and pack the token stream into blocks of ``block_size`` ids.
 
@@ -204,12 +215,15 @@ def tokenize_and_pack(
     ``$HF_DATASETS_CACHE/hf_scratchgpt`` for an in-memory dataset). A second call with the same
     inputs loads them instead of re-tokenizing, and a new block_size reuses the tokens.
     For an `IterableDataset`, blocks are produced lazily while iterating; nothing is cached.
+    ``split`` (``"train"``, ``"validation"``; default: the dataset's own ``split``, if it has one) names the
+    text in errors.
 
     Raises:
         DataError: the tokenizer has no EOS (with ``add_eos``), the dataset has no ``text``
             column, or the corpus has fewer tokens than one block.
     """
     _check_block_size(block_size)
+    split = split or (str(dataset.split) if dataset.split else None)
     if isinstance(dataset, IterableDataset):
         eos_token_id = _check_tokenizer(tokenizer, add_eos)
         _check_text_column(dataset)
@@ -224,13 +238,13 @@ def tokenize_and_pack(
         return IterableDataset.from_generator(
             _iter_blocks,
             features=_INPUT_IDS_FEATURES,
-            gen_kwargs={"tokenized": tokenized, "block_size": block_size},
+            gen_kwargs={"tokenized": tokenized, "block_size": block_size, "split": split},
         )
 
     tokenized = _tokenize(dataset, tokenizer, add_eos=add_eos, num_proc=num_proc, cache_dir=cache_dir)
     n_tokens = _count_tokens(tokenized)
     if n_tokens < block_size:
-        raise _too_short(n_tokens, block_size)
+        raise _too_short(n_tokens, block_size, split)
     key = _sha256(tokenized._fingerprint, block_size)
     directory = _resolve_cache_dir(tokenized, cache_dir)
     packed = tokenized.with_format("arrow").map(

@@ -1,4 +1,4 @@
-"""Where text comes from: local files, folders, Hub datasets, a saved dataset folder, and the train/validation split.
+"""Where text comes from: local files, folders, Hub datasets.
 
 One entry point, `load_text_dataset`, for every place text lives (a Hub id, a local file, a folder, a list
 of files) that always returns a dataset with exactly one column, ``text``; errors that say what is wrong and
@@ -9,12 +9,9 @@ check (`hub_is_reachable`) so a machine without the internet does not sit throug
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
-import math
 import os
-import re
 import threading
 import urllib.error
 import urllib.parse
@@ -25,7 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import datasets
-from datasets import Dataset, DatasetDict, Features, IterableDataset, Value
+from datasets import Dataset, Features, IterableDataset, Value
+
+from .files import NO_DATA_SIGNS, DataError, check_utf8_text, read_error, refuse_null_records
 
 TxtMode = Literal["document", "line", "separator"]
 AnyDataset = Dataset | IterableDataset
@@ -52,17 +51,8 @@ _MAP_BATCH_SIZE = 1000
 # Characters read per step when splitting .txt files on a separator (bounded memory for
 # multi-gigabyte corpora such as TinyStories).
 _READ_CHUNK_CHARS = 1 << 22
-# Bytes read per step when checking a .txt file for invalid UTF-8.
-_SCAN_CHUNK_BYTES = 1 << 24
 _TRUE_VALUES = {"1", "true", "yes", "on"}
-# pyarrow's JSON reader, which `datasets` uses for .json/.jsonl, kills the interpreter (segfault, no
-# exception) on a block that starts with a top-level `null`; such records are refused before it runs.
-_NULL_LINE = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r]*null", re.MULTILINE)  # a UTF-8 BOM is skipped too
 _TEXT_FEATURES = Features({"text": Value("string")})
-
-
-class DataError(ValueError):
-    """A problem with the user's data or settings; the message says what to change."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,74 +120,6 @@ def hub_is_reachable(timeout: float = 2.0) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _first_invalid_utf8_offset(path: Path) -> int | None:
-    """Byte offset of the first byte that is not valid UTF-8, or None if the file is clean."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    consumed = 0  # bytes of the file handed to the decoder before the current chunk
-    with path.open("rb") as f:
-        while True:
-            chunk = f.read(_SCAN_CHUNK_BYTES)
-            final = not chunk
-            try:
-                decoder.decode(chunk, final=final)
-            except UnicodeDecodeError as err:
-                # err.start counts from the start of (bytes the decoder still buffers + chunk);
-                # the buffer holds at most the first bytes of one unfinished character.
-                pending = len(err.object) - len(chunk)
-                return consumed - pending + err.start
-            if final:
-                return None
-            consumed += len(chunk)
-
-
-def _warn_if_not_utf8(path: Path) -> None:
-    offset = _first_invalid_utf8_offset(path)
-    if offset is not None:
-        # Replacing one bad byte costs one character; crashing an hour into tokenizing a
-        # corpus costs the hour. So: replace, and say where, so the user can fix the file.
-        warnings.warn(
-            f"{path}: byte offset {offset} is not valid UTF-8; undecodable bytes are replaced "
-            "with U+FFFD. Re-encode the file as UTF-8 to silence this warning.",
-            UnicodeWarning,
-            stacklevel=4,
-        )
-
-
-def _refuse_null_records(path: Path) -> None:
-    """Raise a `DataError` for a .json/.jsonl file with a record that is ``null`` (see ``_NULL_LINE``).
-
-    A JSON array is turned into JSON Lines by `datasets` before pyarrow reads it, so its elements count
-    as lines too.
-    """
-    line = 1
-    with path.open("rb") as f:
-        while chunk := f.read(_SCAN_CHUNK_BYTES):
-            if line == 1 and chunk.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
-                try:
-                    records = json.loads(chunk + f.read())
-                except ValueError:
-                    return  # not JSON at all: `datasets` reports it, with the file named
-                nulls = (
-                    [i for i, record in enumerate(records) if record is None]
-                    if isinstance(records, list)
-                    else []
-                )
-                if nulls:
-                    raise DataError(
-                        f"{path}: element {nulls[0]} of the JSON array is null, not an object "
-                        '(pyarrow cannot read it). Remove it, or write it as {"text": ...}.'
-                    )
-                return
-            chunk += f.readline()  # end on a line boundary
-            if match := _NULL_LINE.search(chunk):
-                line += chunk.count(b"\n", 0, match.start())
-                raise DataError(
-                    f"{path}: line {line} is null, not a JSON object (pyarrow cannot read it). "
-                    'Remove the line, or write it as {"text": ...}.'
-                )
-            line += chunk.count(b"\n")
-
-
 def _iter_separated_documents(paths: list[str], separator: str) -> Iterator[dict[str, str]]:
     """Yield the documents between separators, reading each file in bounded chunks."""
     for path in paths:
@@ -240,20 +162,7 @@ def _resolve_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
         if not path.exists():
             raise DataError(f"No such file or folder: {path}. Check the path (relative to {Path.cwd()}).")
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in _BUILDERS
-                # Skip hidden files and folders (.git, .cache, editor swap files).
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            if not found:
-                raise DataError(
-                    f"The folder {path} holds no supported data files. Supported extensions: "
-                    f"{', '.join(SUPPORTED_EXTENSIONS)}."
-                )
-            files.extend(found)
+            files.extend(_data_files_in(path))
         elif path.suffix.lower() in _BUILDERS:
             files.append(path)
         else:
@@ -270,6 +179,36 @@ def _resolve_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
             str(source) if isinstance(source, (str, os.PathLike)) else str([str(s) for s in items])
         )
     return non_empty
+
+
+def _data_files_in(folder: Path) -> list[Path]:
+    """The supported files in ``folder`` and its subfolders, sorted; the others are named in a warning.
+
+    Hidden files and folders (.git, .cache, editor swap files) are passed over without a word.
+
+    Raises:
+        DataError: no supported file at all, naming the files that were there.
+    """
+    visible = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    found = [p for p in visible if p.suffix.lower() in _BUILDERS]
+    skipped = [str(p.relative_to(folder)) for p in visible if p.suffix.lower() not in _BUILDERS]
+    shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+    supported = f"Supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}."
+    if not found:
+        held = f"only {shown}" if skipped else "no files"
+        raise DataError(f"The folder {folder} holds no supported data files ({held}). {supported}")
+    if skipped:
+        warnings.warn(
+            f"{folder}: skipping {len(skipped)} file(s) of an unsupported type: {shown}. {supported} "
+            "Convert them, or move them out of the folder to silence this warning.",
+            UserWarning,
+            stacklevel=5,
+        )
+    return found
 
 
 def _looks_like_local_path(source: str) -> bool:
@@ -349,10 +288,10 @@ def _load_files(
         builder, builder_kwargs = _BUILDERS[ext]
         if builder == "json":
             for path in paths:
-                _refuse_null_records(path)
+                refuse_null_records(path)
         if ext == ".txt":
             for path in paths:
-                _warn_if_not_utf8(path)
+                check_utf8_text(path)
             if txt_mode == "separator":
                 gen_kwargs = {"paths": [str(p) for p in paths], "separator": separator}
                 if streaming:
@@ -392,13 +331,12 @@ def _load_files(
                 **{**builder_kwargs, **load_kwargs},  # the user's arguments win
             )
         except datasets.exceptions.DatasetGenerationError as err:
-            raise DataError(f"Could not read {origin} as {ext}: {err.__cause__ or err}") from err
+            raise read_error(paths, err, origin) from err
         except ValueError as err:
-            # How datasets (and pandas, streaming) say the files held no rows at all.
-            if any(m in str(err) for m in ("corresponds to no data", "No columns to parse")):
+            if any(sign in str(err) for sign in NO_DATA_SIGNS):
                 raise _no_text(origin) from err
             # Anything else is the file's content (pyarrow's ArrowInvalid, pandas' ParserError, bad UTF-8).
-            raise DataError(f"Could not read {origin} as {ext}: {err}") from err
+            raise read_error(paths, err, origin) from err
         parts.append(_to_text_column(part, text_column, origin))
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
@@ -523,77 +461,3 @@ def _no_text(origin: str) -> DataError:
         f"No text in {origin}: it has no documents, or every document is empty or whitespace. "
         "Check the content, and txt_mode / text_column."
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Train / validation split
-# --------------------------------------------------------------------------------------------
-
-
-def split_train_validation(
-    dataset: Dataset,
-    validation_fraction: float = 0.1,
-    seed: int = 42,
-    mode: Literal["random", "tail"] = "random",
-) -> DatasetDict:
-    """Split a text dataset into ``train`` and ``validation``.
-
-    ``mode="random"``: a shuffled split of the documents with a fixed ``seed``
-    (`Dataset.train_test_split`); the validation split gets ``ceil(fraction * rows)`` documents.
-
-    ``mode="tail"``: contiguous, as nanoGPT splits Shakespeare: the first ``1 - fraction`` for
-    training and the rest for validation, so no validation text sits between training text.
-    A one-document dataset is split by characters (a single row cannot be split by rows);
-    a larger one by rows, in order; both at ``floor((1 - fraction) * n)``.
-
-    Raises:
-        DataError: a fraction outside (0, 1), an empty side, or a random split of one document.
-    """
-    if isinstance(dataset, IterableDataset):
-        raise DataError(
-            "A streaming dataset has no length to split by fraction: use .take(n)/.skip(n), or "
-            "load it with streaming=False."
-        )
-    if not 0.0 < validation_fraction < 1.0:
-        raise DataError(
-            f"validation_fraction must be between 0 and 1 (exclusive), got {validation_fraction}."
-        )
-    n_rows = len(dataset)
-
-    if mode == "random":
-        n_validation = math.ceil(validation_fraction * n_rows)
-        if n_rows < 2 or n_validation >= n_rows:
-            raise DataError(
-                f"Cannot split {n_rows} document(s) at random with validation_fraction="
-                f"{validation_fraction}: one side would be empty. Use mode='tail' (splits a single "
-                "document by characters) or load more documents (e.g. txt_mode='line')."
-            )
-        parts = dataset.train_test_split(test_size=n_validation, seed=seed, shuffle=True)
-        return DatasetDict(train=parts["train"], validation=parts["test"])
-
-    if mode != "tail":
-        raise DataError(f"mode must be 'random' or 'tail', not {mode!r}.")
-    if n_rows == 1:
-        text = dataset[0]["text"]
-        cut = int(len(text) * (1.0 - validation_fraction))
-        if cut == 0 or cut == len(text):
-            raise DataError(
-                f"The one document has {len(text)} characters: too few for a {validation_fraction} "
-                "validation split with text on both sides."
-            )
-        # Any other columns are copied to both halves, so the halves keep the input's schema.
-        row = dataset[0]
-        train = Dataset.from_dict(
-            {**{k: [v] for k, v in row.items()}, "text": [text[:cut]]}, dataset.features
-        )
-        validation = Dataset.from_dict(
-            {**{k: [v] for k, v in row.items()}, "text": [text[cut:]]}, dataset.features
-        )
-        return DatasetDict(train=train, validation=validation)
-    cut = int(n_rows * (1.0 - validation_fraction))
-    if cut == 0 or cut == n_rows:
-        raise DataError(
-            f"Cannot split {n_rows} document(s) with validation_fraction={validation_fraction}: "
-            "one side would be empty. Change the fraction or load more documents."
-        )
-    return DatasetDict(train=dataset.select(range(cut)), validation=dataset.select(range(cut, n_rows)))

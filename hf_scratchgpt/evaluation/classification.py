@@ -27,6 +27,7 @@ from sklearn.metrics import confusion_matrix
 from hf_scratchgpt.evaluation.harness import LocalTask, evaluate_tasks
 from hf_scratchgpt.finetuning.classification import (
     build_labelled_splits,
+    classes_seen,
     classification_metrics,
     majority_class_accuracy,
 )
@@ -59,8 +60,10 @@ def load_labelled_test_split(
 def scores(
     predictions: Sequence[int], references: Sequence[int], label_names: Sequence[str]
 ) -> dict[str, Any]:
-    """`classification_metrics` plus the confusion matrix (rows: true class, columns: predicted)."""
+    """`classification_metrics` plus the confusion matrix (rows: true class, columns: predicted) and the
+    classes the test split holds (``classes_seen``: only those are scored; a warning names the others)."""
     metrics: dict[str, Any] = classification_metrics(predictions, references, label_names)
+    metrics["classes_seen"] = classes_seen(references, label_names, "test")
     metrics["confusion_matrix"] = confusion_matrix(
         references, predictions, labels=list(range(len(label_names)))
     ).tolist()

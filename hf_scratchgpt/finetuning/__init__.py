@@ -7,6 +7,7 @@
 
 from .classification import (
     build_labelled_splits,
+    classes_seen,
     classification_metrics,
     classification_metrics_fn,
     confusion_matrix_of,
@@ -37,6 +38,7 @@ __all__ = [
     "to_messages",
     "to_preference",
     "build_labelled_splits",
+    "classes_seen",
     "classification_metrics",
     "classification_metrics_fn",
     "confusion_matrix_of",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from torch import nn
 from transformers import EvalPrediction, PreTrainedTokenizerBase
 
-from ..data import DataError
+from ..data.files import DataError, load_data_file
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def load_labelled_splits(
                     f"--headerless_label_text reads tab-separated label<TAB>text files, not {path}."
                 )
             options = _HEADERLESS_OPTIONS
-        loaded[split] = load_dataset(loader, data_files=str(file), split="train", **options)
+        loaded[split] = load_data_file(file, loader, f"--{split}_file {path} (the {split} split)", **options)
     return DatasetDict(loaded)
 
 
@@ -379,21 +380,61 @@ def train_only_last_blocks(model: nn.Module, num_blocks: int) -> list[str]:
 def classification_metrics(
     predictions: Sequence[int], references: Sequence[int], label_names: Sequence[str]
 ) -> dict[str, float]:
-    """Accuracy, macro precision / recall / F1 and the same per class (``f1_<label>``), as plain floats."""
-    ids = list(range(len(label_names)))
+    """Accuracy, macro precision / recall / F1 and the same per class (``f1_<label>``), as plain floats.
+
+    Only the classes the references hold are scored: a class with no reference example has no recall (and
+    so no F1) to measure, and scikit-learn's ``zero_division=0`` would report 0.0 for it and pull the macro
+    averages down by a share that depends only on how many classes are missing. `classes_seen` says which.
+    """
+    present = sorted({int(label) for label in references})
     metrics = {"accuracy": float(accuracy_score(references, predictions))}
     macro = precision_recall_fscore_support(
-        references, predictions, labels=ids, average="macro", zero_division=0
+        references, predictions, labels=present, average="macro", zero_division=0
     )
     metrics.update(zip(("precision", "recall", "f1"), map(float, macro[:3]), strict=True))
     per_class = precision_recall_fscore_support(
-        references, predictions, labels=ids, average=None, zero_division=0
+        references, predictions, labels=present, average=None, zero_division=0
     )
     for name, values in zip(("precision", "recall", "f1"), per_class[:3], strict=True):
         metrics.update(
-            {f"{name}_{label}": float(value) for label, value in zip(label_names, values, strict=True)}
+            {f"{name}_{label_names[i]}": float(value) for i, value in zip(present, values, strict=True)}
         )
     return metrics
+
+
+def classes_seen(
+    references: Sequence[int],
+    label_names: Sequence[str],
+    split: str | None = None,
+    train_labels: Sequence[int] | None = None,
+) -> list[str]:
+    """The names of the classes ``references`` hold, in id order. With ``split``, a warning names the
+    classes it lacks: they get no scores (see `classification_metrics`). With ``train_labels`` too, the
+    warning says when the most frequent training class is among them: the majority-class baseline then
+    scores 0.0 on ``split`` by construction, not because the baseline is weak.
+
+    A Python warning, so that scoring several methods on one split says it once.
+    """
+    present = {int(label) for label in references}
+    seen = [name for i, name in enumerate(label_names) if i in present]
+    absent = [name for i, name in enumerate(label_names) if i not in present]
+    if split is None or not absent:
+        return seen
+    majority = Counter(train_labels).most_common(1)[0][0] if train_labels is not None else None
+    baseline = (
+        f"; the majority-class baseline always answers {label_names[majority]!r} (the most frequent "
+        "training class), so it scores 0.0 here"
+        if majority is not None and majority not in present
+        else ""
+    )
+    warnings.warn(
+        f"The {split} split has no example of class(es) {absent} (classes seen: {seen}): their precision, "
+        f"recall and F1 are left out and the macro averages cover the classes seen only{baseline}. Add "
+        "examples of every class to compare these numbers with other test sets.",
+        UserWarning,
+        stacklevel=2,
+    )
+    return seen
 
 
 def classification_metrics_fn(
@@ -430,6 +471,7 @@ def majority_class_accuracy(train_labels: Sequence[int], labels: Sequence[int]) 
 __all__ = [
     "DEFAULT_TEXT_COLUMNS",
     "build_labelled_splits",
+    "classes_seen",
     "classification_metrics",
     "classification_metrics_fn",
     "confusion_matrix_of",

@@ -45,6 +45,11 @@ class InstructionDataArguments:
     system_prompt: str | None = field(
         default=None, metadata={"help": "System message put before every prompt."}
     )
+    skip_invalid_records: bool = field(
+        default=False,
+        metadata={"help": "Leave out records that lack a required field (e.g. an Alpaca 'output') instead of "
+                  "stopping; metrics.json counts them."},
+    )  # fmt: skip
     num_samples: int = field(
         default=5, metadata={"help": "Held-out instructions answered into samples.json."}
     )

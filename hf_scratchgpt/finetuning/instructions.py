@@ -13,17 +13,25 @@ Instruction data comes in a few common layouts; TRL's trainers want conversation
 
 One conversation format for SFT means one loss rule: ``assistant_only_loss`` with the ChatML
 template's ``{% generation %}`` markers trains exactly the assistant turns (and their ``<|im_end|>``).
+
+A record that lacks a field its layout needs (an Alpaca row with no ``output``, a preference row with no
+``rejected``) is an error naming the file, the record and the field: JSON loaders fill a missing key with
+``null``, and a conversion would otherwise train the answer "None". With ``skip_invalid_records`` such
+records are left out instead (the scripts count them in metrics.json).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_dataset
 
-from ..data.sources import DataError
+from ..data.files import DataError, load_data_file
+
+logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
 
@@ -117,9 +125,63 @@ def _example_to_messages(example: dict[str, Any], layout: str, system_prompt: st
     return prompt_completion_to_messages(example, system_prompt)
 
 
-def to_messages(dataset: Dataset, system_prompt: str | None = None) -> Dataset:
-    """Any SFT layout (Alpaca, prompt/completion, messages, or a preference set's answers) as ``messages``."""
+def _required_fields(columns: list[str], layout: str, for_dpo: bool) -> list[str]:
+    """The fields every record must fill for what its conversion reads (see `_example_to_messages`)."""
+    if layout == "messages":
+        return ["messages"]
+    if "output" in columns and not for_dpo:  # Alpaca, or preference rows trained on their reference answer
+        return ["instruction", "output"]
+    if layout == "preference":
+        prompt = "instruction" if "instruction" in columns else "prompt"
+        return [prompt, "chosen", "rejected"] if for_dpo else [prompt, "chosen"]
+    return ["prompt", "completion"]
+
+
+def _is_missing(value: Any) -> bool:
+    return not value.strip() if isinstance(value, str) else value is None or value == []
+
+
+def _drop_or_refuse_incomplete(
+    dataset: Dataset, layout: str, source: str, skip: bool, for_dpo: bool = False
+) -> Dataset:
+    """``dataset`` without its records that lack a required field (``skip``), or a `DataError` naming the
+    first such record: ``source``, its index (from 0), the field and the record itself."""
+    fields = _required_fields(dataset.column_names, layout, for_dpo)
+    problems: dict[int, str] = {}
+    for name in fields:
+        for index, value in enumerate(dataset[name]):
+            if index not in problems and _is_missing(value):
+                problems[index] = f"an empty {name!r}" if isinstance(value, str) else f"no {name!r}"
+    if not problems:
+        return dataset
+    first = min(problems)
+    if skip:
+        logger.warning("%s: skipped %d of %d records that lack a required field (%s); the first is record %d.",
+                       source, len(problems), len(dataset), ", ".join(fields), first)  # fmt: skip
+        return dataset.select([i for i in range(len(dataset)) if i not in problems])
+    record = {key: value for key, value in dataset[first].items() if value is not None}
+    more = f" {len(problems) - 1} more record(s) lack a required field too." if len(problems) > 1 else ""
+    raise DataError(
+        f"{source}: record {first} has {problems[first]} (records count from 0; a {layout} record needs "
+        f"{', '.join(map(repr, fields))}): {str(record)[:200]}.{more} Fix the data, or pass "
+        "--skip_invalid_records true to leave such records out (metrics.json counts them)."
+    )
+
+
+def to_messages(
+    dataset: Dataset,
+    system_prompt: str | None = None,
+    *,
+    source: str = "the instruction data",
+    skip_invalid_records: bool = False,
+) -> Dataset:
+    """Any SFT layout (Alpaca, prompt/completion, messages, or a preference set's answers) as ``messages``.
+
+    ``source`` names the data in errors (the file or Hub id). A record lacking a field its layout needs is
+    a `DataError`, or with ``skip_invalid_records`` left out (``len(dataset) - len(result)`` of them).
+    """
     layout = detect_format(dataset.column_names)
+    dataset = _drop_or_refuse_incomplete(dataset, layout, source, skip_invalid_records)
     return dataset.map(
         _example_to_messages,
         fn_kwargs={"layout": layout, "system_prompt": system_prompt},
@@ -128,17 +190,26 @@ def to_messages(dataset: Dataset, system_prompt: str | None = None) -> Dataset:
     )
 
 
-def to_preference(dataset: Dataset, system_prompt: str | None = None) -> Dataset:
+def to_preference(
+    dataset: Dataset,
+    system_prompt: str | None = None,
+    *,
+    source: str = "the preference data",
+    skip_invalid_records: bool = False,
+) -> Dataset:
     """A preference dataset in TRL's conversational preference format (``prompt``, ``chosen``, ``rejected``).
 
+    ``source`` and ``skip_invalid_records``: as in `to_messages`.
+
     Raises:
-        DataError: the dataset has no ``chosen`` / ``rejected`` columns.
+        DataError: the dataset has no ``chosen`` / ``rejected`` columns, or a record lacks one of them.
     """
     if detect_format(dataset.column_names) != "preference":
         raise DataError(
             f"DPO needs preference data: columns 'chosen' and 'rejected' plus 'instruction' or 'prompt'; "
-            f"got {dataset.column_names}. The book's file is instruction-data-with-preference.json."
+            f"{source} has {dataset.column_names}. The book's file is instruction-data-with-preference.json."
         )
+    dataset = _drop_or_refuse_incomplete(dataset, "preference", source, skip_invalid_records, for_dpo=True)
     return dataset.map(
         lambda ex: preference_to_dpo(ex, system_prompt),
         remove_columns=dataset.column_names,
@@ -152,7 +223,8 @@ def load_instruction_dataset(
     """Rows from a local ``.json`` (a list or JSON lines), ``.jsonl``, ``.csv``, ``.parquet`` file, or a Hub id.
 
     Raises:
-        DataError: a local path that does not exist or has an extension no builder reads.
+        DataError: a local path that does not exist, has an extension no builder reads, holds no records
+            or is malformed (for JSON: the line and column).
     """
     path = Path(source)
     if path.suffix.lower() in _BUILDERS or path.exists():
@@ -163,7 +235,7 @@ def load_instruction_dataset(
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise DataError(f"{source}: unsupported extension; use one of {sorted(_BUILDERS)}.")
-        return load_dataset(builder, data_files=str(path), split="train")
+        return load_data_file(path, builder)
     return load_dataset(str(source), name=config, split=split)
 
 
