@@ -397,6 +397,29 @@ def render_sections(
     return [(title, body) for title, body in sections if body]
 
 
+# `scratchgpt verify` (hf_scratchgpt.export.verify) writes its result here; the card shows it as a section.
+PARITY_FILE = "parity.json"
+PARITY_TITLE = "Export parity"
+
+
+def parity_section(parity: Mapping[str, Any]) -> str:
+    """The Markdown of `scratchgpt verify`'s result: one row per loading path, versions and machine."""
+    lines = ["| path | weights | max \\|logit diff\\| | bound | greedy tokens identical | tokenizer round trip | result |",
+             "|---|---|---:|---:|---:|---|---|"]  # fmt: skip
+    for row in parity["rows"]:
+        diff = "" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.3g}"
+        bound = f"{row['bound']:.3g}" if row.get("bound") else ""
+        result = "ok" if row["passed"] else f"**mismatch**: {row['note']}"
+        lines.append(f"| {row['path']} | {row['precision']} | {diff} | {bound} | {row['tokens_identical']} | "
+                     f"{row['tokenizer_round_trip']} | {result} |")  # fmt: skip
+    versions = ", ".join(f"{name} {version}" for name, version in parity.get("versions", {}).items())
+    lines += ["", f"{parity['prompts']} prompts, {parity['new_tokens']} greedy tokens each; bound = relative bound "
+              f"of the weight type × the largest reference logit ({parity['reference_logit_scale']:.3g}). "
+              f"Measured with {versions} on {parity.get('machine', 'an unnamed machine')}."]  # fmt: skip
+    lines += [f"Not checked: {reason}." for reason in parity.get("skipped", [])]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------
 # The card
 # --------------------------------------------------------------------------------------------
@@ -494,6 +517,8 @@ def build_model_card(
         num_parameters=num_parameters or (count_parameters(model_dir) if adapter else None),
         loss_curve=_plot_loss_curve(model_dir),
     )
+    if (model_dir / PARITY_FILE).is_file():
+        sections.append((PARITY_TITLE, parity_section(load_json(model_dir / PARITY_FILE))))
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -521,6 +546,8 @@ def fill_repo_id(card_text: str, repo_id: str) -> str:
 
 
 __all__ = [
+    "PARITY_FILE",
+    "PARITY_TITLE",
     "REPO_PLACEHOLDER",
     "CardError",
     "build_model_card",
@@ -529,6 +556,7 @@ __all__ = [
     "fill_repo_id",
     "load_json",
     "merge_metrics",
+    "parity_section",
     "render_sections",
     "write_model_card",
 ]

@@ -22,6 +22,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": ("hf_scratchgpt.serving", "Serve a model with an OpenAI-compatible API on 127.0.0.1."),
     "push": ("hf_scratchgpt.hub", "Upload a model folder (weights, tokenizer, code, card) to the Hub."),
+    "export": ("hf_scratchgpt.export", "Export to in-tree transformers (no remote code), GGUF or ONNX."),
+    "verify": ("hf_scratchgpt.export.verify", "Check that every export computes what the model does."),
 }
 
 
