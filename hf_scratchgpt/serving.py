@@ -1,101 +1,90 @@
-"""``scratchgpt serve MODEL``: an OpenAI-compatible chat server on 127.0.0.1, built from ``transformers serve``.
+"""``scratchgpt serve MODEL``: an OpenAI-compatible server for a model, safe to put on a network.
 
-    scratchgpt serve outputs/sft/merged --port 8000
+    scratchgpt serve outputs/sft/merged --port 8000                      # this machine only, no key
+    SCRATCHGPT_API_KEY=... scratchgpt serve outputs/sft/merged --host 0.0.0.0   # others, with a key
     # then any OpenAI client:
-    OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused").chat.completions.create(
+    OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="...").chat.completions.create(
         model="outputs/sft/merged", messages=[{"role": "user", "content": "Name a colour."}], stream=True)
 
-``transformers serve`` (5.23) already speaks the API (``/v1/chat/completions`` streaming and not,
-``/v1/completions``, ``/v1/models``, ``/health``) but cannot load this model: it looks the model class
-up as ``getattr(transformers, config.architectures[0])``, which has no out-of-tree or remote-code
-classes. This module reuses its pieces (handlers, FastAPI app, uvicorn) and changes two things:
+Why a server of our own: ``transformers serve`` finds a model's class by name on the ``transformers``
+package, which has no out-of-tree or remote-code classes, and reusing its internals broke on a minor
+release (5.24). This one is built from public pieces only: FastAPI and uvicorn (``transformers[serving]``
+installs both), ``model.generate()`` and ``TextIteratorStreamer``. Going through ``generate()`` keeps
+the model's generation config (its end-of-turn ``<|im_end|>``) and whatever makes ``generate()`` faster.
 
-* the model is loaded through ``AutoModelForCausalLM`` (ours is registered there; others may need
-  ``--trust_remote_code``);
-* a chat request is fitted to the model's context first, as ``scratchgpt chat`` does: the oldest turns
-  are dropped and ``max_tokens`` is capped, since ``transformers serve`` asks for 1024 new tokens by
-  default and a learned-position model cannot look past its last position.
+* `hf_scratchgpt.serving_api`: the routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``,
+  ``/health``), OpenAI's request/response and error schemas, the API key check;
+* `hf_scratchgpt.serving_generation`: generations in threads, at most ``--max_concurrent`` at once;
+* this module: the command line, loading the model (`hf_scratchgpt.chat.load_chat_model`: CUDA, then MPS,
+  then the CPU), and `start_server` for code that wants a server in the background (tests, the LLM judge).
 
-Generation stops at the model's ``generation_config.eos_token_id`` (``<|im_end|>`` too for our chat
-models). The server is pinned to one model; a request may name any model (it gets this one).
-Other code (tests, the LLM judge) starts it in the background with ``start_server(model, port)``.
+A server that other machines can reach must not be open to anyone: a ``--host`` other than a loopback
+address is refused unless an API key is set (``--api_key`` or the ``SCRATCHGPT_API_KEY`` environment
+variable, which keeps the key out of the process list). The key travels in clear over plain HTTP: beyond a
+trusted network, put a TLS proxy in front.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from transformers import AutoModelForCausalLM
-
-from .chat import plan_reply
+from .chat import add_model_arguments, load_chat_model
+from .serving_generation import GenerationEngine
 
 DEFAULT_HOST = "127.0.0.1"
+API_KEY_ENV = "SCRATCHGPT_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (``localhost``, ``127.x.x.x``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Refuse to listen beyond this machine without an API key.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address and ``api_key`` is empty.
+    """
+    if not api_key and not is_loopback(host):
+        raise ValueError(
+            f"--host {host} lets other machines reach the server, so it needs an API key: pass "
+            f"--api_key KEY or set {API_KEY_ENV} (clients send it as `Authorization: Bearer KEY`), "
+            f"or listen on {DEFAULT_HOST} only."
+        )
 
 
 def build_app(
-    model_path: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
-) -> tuple[Any, Any]:
-    """The FastAPI app serving ``model_path`` (loaded now) and its model manager (``.shutdown()`` frees it)."""
+    model_path: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    api_key: str | None = None,
+    max_concurrent: int = 1,
+) -> Any:
+    """The FastAPI app serving ``model_path`` (loaded now) as ``model_path``; its engine is ``app.state.engine``."""
     try:
-        from fastapi import HTTPException
-        from transformers.cli.serving import chat_completion, model_manager, server, utils
-        from transformers.cli.serving.completion import CompletionHandler
-        from transformers.cli.serving.response import ResponseHandler
-        from transformers.cli.serving.systemone import SystemOneHandler
-        from transformers.cli.serving.transcription import TranscriptionHandler
+        from .serving_api import create_app
     except ImportError as error:
         raise ImportError(
             "scratchgpt serve needs the serving extras: pip install 'hf-scratchgpt[serve]' "
-            "(transformers[serving]: fastapi, uvicorn, openai)."
+            "(transformers[serving]: fastapi, uvicorn)."
         ) from error
-
-    class AutoClassModelManager(model_manager.ModelManager):
-        """Loads the model through ``AutoModelForCausalLM`` instead of by class name on ``transformers``, and
-        lists the one model it serves (not the Hugging Face cache) on ``/v1/models``."""
-
-        def get_gen_models(self) -> list[dict]:
-            return [{"id": self.force_model, "object": "model", "owned_by": "scratchgpt", "created": 0}]
-
-        def _load_model(self, model_id_and_revision: str, **_: Any) -> Any:
-            model_id, revision = model_id_and_revision.split("@", 1)
-            return AutoModelForCausalLM.from_pretrained(
-                model_id, revision=revision, dtype=self.dtype, device_map=self.device,
-                trust_remote_code=self.trust_remote_code, attn_implementation=self.attn_implementation,
-            )  # fmt: skip
-
-    class ContextFittingChatHandler(chat_completion.ChatCompletionHandler):
-        """Chat completions whose conversation and reply always fit the model's context."""
-
-        async def handle_request(self, body: dict, request_id: str) -> Any:
-            body["model"] = self.model_manager.force_model  # pinned: whatever name the client sends
-            _, model, tokenizer = self._resolve_model(body)
-            messages = self.get_processor_inputs_from_messages(body["messages"], utils.Modality.LLM)
-            asked = body.pop("max_completion_tokens", None) or body.pop("max_tokens", None)
-            try:
-                kept, _, room = plan_reply(messages, tokenizer, model.config.max_position_embeddings, asked)
-            except ValueError as error:  # the last message alone is too long: the client's to fix
-                raise HTTPException(status_code=400, detail=str(error)) from error
-            body.update(messages=kept, max_completion_tokens=room)
-            return await super().handle_request(body, request_id)
-
-    manager = AutoClassModelManager(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                    force_model=model_path)  # fmt: skip
-    state = utils.GenerationState(continuous_batching=False, compile=False, cb_config=None)
-    app = server.build_server(
-        manager,
-        ContextFittingChatHandler(model_manager=manager, generation_state=state),
-        completion_handler=CompletionHandler(model_manager=manager, generation_state=state),
-        response_handler=ResponseHandler(model_manager=manager, generation_state=state),
-        transcription_handler=TranscriptionHandler(manager, state),
-        systemone_handler=SystemOneHandler(model_manager=manager, generation_state=state),
-        generation_state=state,
-    )
-    return app, manager
+    model, tokenizer = load_chat_model(model_path, device, dtype, trust_remote_code)
+    return create_app(GenerationEngine(model, tokenizer, max_concurrent), model_path, api_key or None)
 
 
 @dataclass
@@ -105,12 +94,11 @@ class ServerHandle:
     url: str
     server: Any
     thread: threading.Thread
-    model_manager: Any
+    engine: GenerationEngine
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         self.thread.join(timeout)
-        self.model_manager.shutdown()
 
     def __enter__(self) -> ServerHandle:
         return self
@@ -129,11 +117,17 @@ def start_server(
     """Serve ``model_path`` from a background thread and return once it answers.
 
     ``port=0`` takes a free port (read it from ``handle.url``). ``app_kwargs`` go to `build_app`
-    (``device``, ``dtype``, ``trust_remote_code``). Stop it with ``handle.stop()`` or a ``with`` block.
+    (``device``, ``dtype``, ``trust_remote_code``, ``api_key``, ``max_concurrent``). Stop it with
+    ``handle.stop()`` or a ``with`` block.
+
+    Raises:
+        ValueError: a non-loopback ``host`` without ``api_key`` (see `check_exposure`).
+        RuntimeError: the server did not start (the port is taken).
     """
     import uvicorn
 
-    app, manager = build_app(model_path, **app_kwargs)
+    check_exposure(host, app_kwargs.get("api_key"))
+    app = build_app(model_path, **app_kwargs)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     # uvicorn installs signal handlers only in the main thread; a background server must not try.
     thread = threading.Thread(
@@ -143,35 +137,83 @@ def start_server(
     deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            manager.shutdown()
+            server.should_exit = True
             raise RuntimeError(f"The server for {model_path} did not start on {host}:{port} (port taken?).")
         time.sleep(0.05)
     bound_port = server.servers[0].sockets[0].getsockname()[1]
-    return ServerHandle(f"http://{host}:{bound_port}/v1", server, thread, manager)
+    return ServerHandle(f"http://{host}:{bound_port}/v1", server, thread, app.state.engine)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="Model folder or Hub id (a chat model, e.g. the SFT output's merged/).")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="Listen address (default: this machine only).")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda:0', ...")
     parser.add_argument(
-        "--dtype", default="auto", help="'auto' (from the weights), 'float32', 'bfloat16', ..."
+        "model",
+        help="Model folder or Hub id (a chat model, e.g. the SFT output's merged/): its name in requests.",
     )
     parser.add_argument(
-        "--trust_remote_code", action="store_true", help="Load a model defined by remote code."
+        "--host",
+        default=DEFAULT_HOST,
+        help="Listen address (default: this machine only; any other needs an API key).",
+    )
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--api_key",
+        default=None,
+        help=f"Key clients must send (`Authorization: Bearer KEY`); default: ${API_KEY_ENV}, else none.",
+    )
+    parser.add_argument(
+        "--max_concurrent",
+        type=int,
+        default=1,
+        help="Generations run at once; more requests wait their turn (default 1: one already uses every core).",
+    )
+    add_model_arguments(parser)
+
+
+def server_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`build_app`'s keyword arguments from the command line (the key from the environment if not given).
+
+    Raises:
+        ValueError: listening beyond this machine without a key.
+    """
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    check_exposure(args.host, api_key)
+    return dict(
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        api_key=api_key,
+        max_concurrent=args.max_concurrent,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    app, _ = build_app(
-        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    try:
+        options = server_options(args)
+        app = build_app(args.model, **options)
+    except ValueError as error:  # exposure without a key, a device this machine lacks, --max_concurrent 0
+        print(error, file=sys.stderr)
+        return 2
+    engine = app.state.engine
+    access = "clients must send the API key" if options["api_key"] else "no API key"
+    print(
+        f"Serving {args.model} on {engine.model.device} at http://{args.host}:{args.port}/v1 (OpenAI API; "
+        f"{access}; {engine.max_concurrent} generation(s) at once; Ctrl+C stops)"
     )
-    print(f"Serving {args.model} at http://{args.host}:{args.port}/v1 (OpenAI API; Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
-__all__ = ["ServerHandle", "add_arguments", "build_app", "run", "start_server"]
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_HOST",
+    "ServerHandle",
+    "add_arguments",
+    "build_app",
+    "check_exposure",
+    "is_loopback",
+    "run",
+    "server_options",
+    "start_server",
+]

@@ -13,7 +13,7 @@ from conftest import TRAINING_TEXT, load_script, tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
-from hf_scratchgpt.chat import fit_to_context, generate_reply
+from hf_scratchgpt.chat import fit_to_context, generate_reply, load_chat_model, resolve_device
 from hf_scratchgpt.commands import main as scratchgpt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,20 +105,56 @@ def test_serve_answers_the_openai_client_streaming_and_not(chat_model):
     from hf_scratchgpt.serving import start_server
 
     with start_server(str(chat_model), port=0, device="cpu") as server:
-        client = OpenAI(base_url=server.url, api_key="unused")
+        client = OpenAI(base_url=server.url, api_key="unused", max_retries=0)
         assert [model.id for model in client.models.list()] == [str(chat_model)]
         messages = [SYSTEM, {"role": "user", "content": "Name a colour."}]
-        reply = client.chat.completions.create(model="tiny", messages=messages, temperature=0)
+        reply = client.chat.completions.create(model=str(chat_model), messages=messages, temperature=0)
         assert reply.choices[0].message.content == "Blue." and reply.choices[0].finish_reason == "stop"
-        chunks = list(
-            client.chat.completions.create(model="tiny", messages=messages, temperature=0, stream=True)
-        )
+        tokenizer = AutoTokenizer.from_pretrained(chat_model)
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+        answer = tokenizer("Blue.", add_special_tokens=False)["input_ids"]
+        # usage counts the prompt as templated and the reply with its end-of-turn token
+        assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (len(prompt), len(answer) + 1)
+        chunks = list(client.chat.completions.create(
+            model="merged", messages=messages, temperature=0, stream=True, stream_options={"include_usage": True}
+        ))  # fmt: skip
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Blue."
+        assert (
+            chunks[0].choices[0].delta.role == "assistant" and chunks[-2].choices[0].finish_reason == "stop"
+        )
+        assert chunks[-1].usage.total_tokens == reply.usage.total_tokens
         # A conversation longer than the 64-token context is cut to fit instead of failing.
         long = [{"role": "user", "content": "word " * 20}, {"role": "assistant", "content": "ok " * 20}] * 3
-        reply = client.chat.completions.create(model="tiny", messages=[SYSTEM, *long, {"role": "user", "content": "Say hello."}],
+        reply = client.chat.completions.create(model="merged", messages=[SYSTEM, *long, {"role": "user", "content": "Say hello."}],
                                                temperature=0, max_tokens=500)  # fmt: skip
         assert reply.choices[0].message.content == "Hello!"
         with pytest.raises(BadRequestError) as refused:  # one message longer than the context
-            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "word " * 80}])
-        assert "context of 64" in refused.value.response.json()["detail"]
+            client.chat.completions.create(
+                model="merged", messages=[{"role": "user", "content": "word " * 80}]
+            )
+        error = refused.value.response.json()["error"]
+        assert "context of 64" in error["message"] and "max_tokens" in error["message"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+
+
+def test_device_is_chosen_automatically_and_precision_suits_the_cpu(chat_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for wrong, named in [("cuda:0", "no CUDA device"), ("gpu", "is not a device")]:
+        with pytest.raises(ValueError, match=named):
+            resolve_device(wrong)
+    # bf16 weights stay bf16 on a CPU with bf16 instructions and run in fp32 on one that would emulate them
+    AutoModelForCausalLM.from_pretrained(chat_model, dtype=torch.bfloat16).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(chat_model).save_pretrained(tmp_path)
+    for native, dtype in [(True, torch.bfloat16), (False, torch.float32)]:
+        monkeypatch.setattr("hf_scratchgpt.chat.native_bf16", lambda use_cpu=False, native=native: native)
+        model, tokenizer = load_chat_model(str(tmp_path))
+        assert model.dtype == dtype and model.device.type == "cpu" and tokenizer.chat_template
+    assert load_chat_model(str(tmp_path), dtype="float32")[0].dtype == torch.float32
