@@ -3,23 +3,52 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+EXTRAS := train,eval,serve,dev,export
+# The exact versions `make test` passed with: what the README's commands install (`make upgrade` refreshes it).
+LOCK := requirements-lock.txt
 # Offline by default: the tests never touch the network (the Hub is not needed).
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# torch: the CPU wheel pinned for these machines, unless some torch (e.g. a CUDA build) is already installed.
+TORCH := torch==2.13.0
+# The compatibility lanes: the declared minimums of pyproject.toml, and the newest releases.
+LANE_minimum := transformers==5.23.0 trl==1.16.0 peft==0.21.0 accelerate==1.10.1
+LANE_newest := --upgrade transformers trl peft accelerate
 
-.PHONY: venv test lint speedrun clean
+.PHONY: venv test compat upgrade lint speedrun clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	# torch: the CPU wheel pinned for these machines, unless some torch is already installed.
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[train,eval,serve,dev]"
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH)
+	$(PIP) install -q -c $(LOCK) -e ".[$(EXTRAS)]"
 	touch $@
 
 venv: $(VENV)/.installed
 
 test: venv
 	$(TEST_ENV) $(PY) -m pytest -q
+
+# The tests that transformers, PEFT, TRL and lm-eval releases can break (marker `compat`), in a venv per lane.
+compat: compat-minimum compat-newest
+
+compat-%:
+	@test -n "$(LANE_$*)" || { echo "no lane '$*': the lanes are minimum and newest"; exit 2; }
+	test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -c "import torch" 2>/dev/null || .venv-$*/bin/python -m pip install -q $(TORCH)
+	.venv-$*/bin/python -m pip install -q -e ".[$(EXTRAS)]" $(LANE_$*)
+	.venv-$*/bin/python -c "import transformers, trl, peft, accelerate; print('lane $*: transformers', \
+		transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
+	$(TEST_ENV) .venv-$*/bin/python -m pytest -q -m compat
+
+# Install the newest releases in a fresh venv, run the whole suite there, and only if it passes write the lock.
+upgrade:
+	rm -rf .venv-upgrade && $(PYTHON) -m venv .venv-upgrade
+	.venv-upgrade/bin/python -m pip install -q $(TORCH)
+	.venv-upgrade/bin/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(TEST_ENV) .venv-upgrade/bin/python -m pytest -q
+	{ echo "# Written by make upgrade after the whole suite passed; make test and make speedrun install these."; \
+	  echo "# torch is pinned in the Makefile (the CPU wheel) or is whatever build a GPU machine has."; \
+	  .venv-upgrade/bin/python -m pip freeze --exclude-editable | grep -v -E '^(torch|nvidia-|triton|cuda-)'; \
+	} > $(LOCK).new && mv $(LOCK).new $(LOCK)
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -28,4 +57,4 @@ speedrun: venv
 	$(PY) training/speedrun.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) .venv-minimum .venv-newest .venv-upgrade outputs .pytest_cache

@@ -83,7 +83,7 @@ def answers_85(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture(scope="module")
 def judge_server(answers_85):
-    """``scratchgpt serve`` (transformers serve's OpenAI-compatible handlers) on a free 127.0.0.1 port,
+    """``scratchgpt serve`` (FastAPI + ``generate()``) on a free 127.0.0.1 port,
     serving the "85" model."""
     with start_server(str(answers_85), device="cpu") as server:
         yield server.url

@@ -79,6 +79,7 @@ def greedy_text(model_folder: Path, prompt_ids: list[int], max_new_tokens: int, 
     return AutoTokenizer.from_pretrained(model_folder).decode(new, skip_special_tokens=True), len(new)
 
 
+@pytest.mark.compat  # serve with the openai client, in the compatibility lane
 def test_greedy_replies_equal_generate_streamed_or_not(server, model_folder):
     client, name = client_for(server), str(model_folder)
     prompt = AutoTokenizer.from_pretrained(model_folder).apply_chat_template(
