@@ -28,7 +28,7 @@ from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.evaluation.harness import default_device
 from hf_scratchgpt.evaluation.instruction import (
     generate_answers,
@@ -125,4 +125,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -22,10 +22,15 @@ What ``Trainer`` leaves to chance, and what this module does instead:
   model already in ``output_dir`` stop a fresh run, unless it resumes or ``--overwrite_output_dir``.
 * **A full disk is named** (``DiskFullError``): "no space left on <path>", instead of torch's
   ``enforce fail at inline_container.cc ... unexpected pos``.
+* **A damaged model folder is named** (``model_folder_problem``, ``DamagedModelError``): a cut-off
+  ``model.safetensors`` or a ``config.json`` that is not JSON, instead of safetensors' "incomplete metadata".
+* **Resuming a tied head is quiet**: Trainer's "missing keys ... ['lm_head.weight']" for a head that is
+  the embedding (saved once, so absent from the file by design) is dropped; a head really missing is not.
 """
 
 from __future__ import annotations
 
+import ast
 import errno
 import fnmatch
 import json
@@ -74,6 +79,10 @@ class DiskFullError(OSError):
 
     def __str__(self) -> str:  # OSError's own would prefix "[Errno 28]" and append the path again
         return self.message
+
+
+class DamagedModelError(OSError):
+    """A model folder has a file that cannot be read (cut off, not JSON); the message names it and the fix."""
 
 
 class CheckpointError(ValueError):
@@ -231,20 +240,34 @@ def checkpoint_problem(checkpoint: str | os.PathLike) -> str | None:
         return f"no {TRAINER_STATE_NAME} (the Trainer writes it last: the save did not finish)"
     except (OSError, ValueError):
         return f"{TRAINER_STATE_NAME} is not readable JSON (cut off mid-write)"
+    if not _has_weights(checkpoint):
+        return f"no model weights ({' or '.join(_WEIGHT_FILES[:2])})"
+    return _weights_problem(checkpoint)
+
+
+def _has_weights(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in (*_WEIGHT_INDEXES, *_WEIGHT_FILES)) or any(
+        any(folder.glob(pattern)) for pattern in _WEIGHT_FOLDER_PATTERNS
+    )
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """Why the weights in ``folder`` cannot be loaded (an unreadable index, a missing or cut-off shard, a
+    cut-off single file), or None (also when it holds no weights)."""
     for name in _WEIGHT_INDEXES:
-        if (checkpoint / name).is_file():
+        if (folder / name).is_file():
             try:
-                shards = set(json.loads((checkpoint / name).read_text())["weight_map"].values())
+                shards = sorted(set(json.loads((folder / name).read_text())["weight_map"].values()))
             except (OSError, ValueError, KeyError, AttributeError):
                 return f"{name} is not a readable weight index"
-            missing = sorted(s for s in shards if not (checkpoint / s).is_file())
-            return f"weight shards missing: {', '.join(missing)}" if missing else None
+            missing = [shard for shard in shards if not (folder / shard).is_file()]
+            if missing:
+                return f"weight shards missing: {', '.join(missing)}"
+            return next(filter(None, (_unreadable_weights(folder / shard) for shard in shards)), None)
     for name in _WEIGHT_FILES:
-        if (checkpoint / name).is_file():
-            return _unreadable_weights(checkpoint / name)
-    if any(any(checkpoint.glob(pattern)) for pattern in _WEIGHT_FOLDER_PATTERNS):
-        return None
-    return f"no model weights ({' or '.join(_WEIGHT_FILES[:2])})"
+        if (folder / name).is_file():
+            return _unreadable_weights(folder / name)
+    return None
 
 
 def _unreadable_weights(path: Path) -> str | None:
@@ -260,6 +283,36 @@ def _unreadable_weights(path: Path) -> str | None:
         except Exception as error:  # safetensors raises its own error type for a cut-off file
             return f"{path.name} is not readable ({error})"
     return None
+
+
+def looks_like_model_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds what ``save_pretrained`` writes (a config, weights or a tokenizer)."""
+    folder = Path(folder)
+    return folder.is_dir() and any(
+        (folder / name).is_file() for name in ("config.json", "adapter_config.json", "tokenizer_config.json")
+    )
+
+
+def model_folder_problem(folder: str | os.PathLike) -> str | None:
+    """What makes a saved model (or tokenizer) folder unloadable, or None: a model file that is not readable
+    JSON (``config.json``, ``tokenizer.json``, ...), missing or cut-off weights. Reads the JSON files and the
+    weights' headers only, so it is cheap enough to run when a load has failed."""
+    folder = Path(folder)
+    for path in sorted(folder.glob("*.json")):
+        if _is_model_file(path.name):
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+                return f"{path.name} is not valid JSON ({error})"
+    return _weights_problem(folder)
+
+
+def damaged_model_error(folder: str | os.PathLike, problem: str) -> DamagedModelError:
+    return DamagedModelError(
+        f"{folder} is damaged: {problem}. Re-download it (a Hub model: from_pretrained(..., "
+        "force_download=True), or delete its copy in the Hugging Face cache), or save it again with "
+        "save_pretrained."
+    )
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -297,6 +350,49 @@ def resumes_latest(value: str | bool | None) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() in _RESUME_LATEST)
 
 
+# Trainer._issue_warnings_after_load logs this (transformers' own text) after load_state_dict(strict=False).
+_MISSING_KEYS_WARNING = "There were missing keys in the checkpoint model loaded: "
+_TIED_HEAD_KEY = "lm_head.weight"  # the output embedding, which tie_word_embeddings makes the input one
+
+
+class _TiedHeadIsNotMissing(logging.Filter):
+    """Drops Trainer's "There were missing keys in the checkpoint model loaded: ['lm_head.weight']" when the
+    checkpoint being resumed was saved from a model with a tied head.
+
+    ``save_pretrained`` stores a tied head once, as the input embedding, so ``lm_head.weight`` is absent from
+    the file by design; ``load_state_dict`` then lists it as missing although loading the embedding loaded
+    the head. The warning is transformers' own log, so it is filtered here (``resolve_resume_checkpoint``
+    tells the filter about each checkpoint it picks); any other missing key, or a head missing from a
+    checkpoint of an untied model, is still reported.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tied_head = False  # whether the checkpoint picked last was saved with tie_word_embeddings
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not (self.tied_head and message.startswith(_MISSING_KEYS_WARNING)):
+            return True
+        try:
+            missing = ast.literal_eval(message.removeprefix(_MISSING_KEYS_WARNING).rstrip("."))
+        except (ValueError, SyntaxError):
+            return True
+        return [str(key).removeprefix("module.") for key in missing] != [_TIED_HEAD_KEY]
+
+
+_TIED_HEAD_FILTER = _TiedHeadIsNotMissing()
+logging.getLogger("transformers.trainer").addFilter(_TIED_HEAD_FILTER)
+
+
+def _saved_with_tied_head(checkpoint: str | os.PathLike) -> bool:
+    try:
+        config = json.loads((Path(checkpoint) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(config.get("tie_word_embeddings", True))  # transformers' default for a config without it
+
+
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | bool | None) -> str | None:
     """The checkpoint to resume from, for a ``--resume_from_checkpoint`` value, or None for a fresh start.
 
@@ -319,14 +415,16 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | bool |
                            value, output_dir)  # fmt: skip
             return None
         logger.info("Resuming from %s.", checkpoint)
-        return str(checkpoint)
-    problem = checkpoint_problem(value)
-    if problem is not None:
-        raise CheckpointError(
-            f"--resume_from_checkpoint {value}: cannot resume from it: {problem}. Pass another checkpoint-N "
-            "folder, or 'latest' for the newest complete checkpoint in --output_dir."
-        )
-    return str(value)
+    else:
+        problem = checkpoint_problem(value)
+        if problem is not None:
+            raise CheckpointError(
+                f"--resume_from_checkpoint {value}: cannot resume from it: {problem}. Pass another "
+                "checkpoint-N folder, or 'latest' for the newest complete checkpoint in --output_dir."
+            )
+        checkpoint = Path(value)
+    _TIED_HEAD_FILTER.tied_head = _saved_with_tied_head(checkpoint)
+    return str(checkpoint)
 
 
 def _previous_work(output_dir: Path) -> list[str]:
@@ -371,17 +469,21 @@ def ensure_output_dir_is_free(
 
 __all__ = [
     "CheckpointError",
+    "DamagedModelError",
     "DiskFullError",
     "MODEL_FILE_PATTERNS",
     "OutputDirNotEmptyError",
     "atomic_model_save",
     "checkpoint_problem",
+    "damaged_model_error",
     "disk_full_error",
     "ensure_output_dir_is_free",
     "finish_interrupted_save",
     "is_disk_full",
     "latest_complete_checkpoint",
     "list_checkpoints",
+    "looks_like_model_folder",
+    "model_folder_problem",
     "resolve_resume_checkpoint",
     "resume_requested",
     "resumes_latest",

@@ -8,18 +8,33 @@ After parsing, every number is checked against one table of rules (``VALUE_RULES
 rule), applied to whichever of the script's dataclasses has that field, so ``--max_steps -5`` or
 ``--block_size 0`` is refused up front with the flag named, in every script, instead of running
 something else (``TrainingArguments`` treats any negative ``max_steps`` as "train by epochs").
+
+Every script ends with ``if __name__ == "__main__": run_script(main)`` (the ``scratchgpt`` command calls
+`run_command` too): an error this project raises on purpose (`DataError`, `DiskFullError`, a refused
+argument, a ``FileExistsError`` for a used run folder, ...) is printed as ``script.py: error: <message>``,
+without a traceback, and the exit status is 2 for a usage error, 1 otherwise. A failure in a model folder
+named on the command line is reported as that folder being damaged (which file, and the fix). Anything
+else keeps its full traceback, as does everything with ``SCRATCHGPT_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import yaml
 from transformers import HfArgumentParser
+
+from .checkpoints import DamagedModelError, damaged_model_error, looks_like_model_folder, model_folder_problem
+
+# Set to 1 to see the full traceback of every error, the project's own messages included.
+DEBUG_ENV = "SCRATCHGPT_DEBUG"
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -183,4 +198,74 @@ def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None)
     return tuple(instances)
 
 
-__all__ = ["VALUE_RULES", "InvalidArgumentsError", "Rule", "check_values", "parse_args"]
+def _is_projects_message(error: BaseException, script_dir: Path) -> bool:
+    """Whether ``error`` is a message this project wrote for the user: a ``ValueError`` or ``OSError`` whose
+    class is one of the project's (`DataError`, `DiskFullError`, ...) or that the project's own code raised
+    (the innermost frame of its traceback is in this package or in the script's folder). Errors from inside
+    other libraries are not: their traceback is what a bug report needs."""
+    if not isinstance(error, ValueError | OSError):
+        return False
+    if type(error).__module__.split(".")[0] == __package__:
+        return True
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    raised_in = Path(frame.tb_frame.f_code.co_filename).resolve().parent
+    return raised_in == script_dir or raised_in.is_relative_to(_PACKAGE_DIR)
+
+
+def _damaged_folder_named_in(argv: Sequence[str]) -> DamagedModelError | None:
+    """The error for the first model folder on the command line (``PATH`` or ``--flag=PATH``) that is damaged."""
+    for value in argv:
+        folder = value.split("=", 1)[-1] if value.startswith("--") else value
+        if looks_like_model_folder(folder) and (problem := model_folder_problem(folder)):
+            return damaged_model_error(folder, problem)
+    return None
+
+
+def run_command(main: Callable[..., Any], argv: list[str] | None = None) -> int:
+    """Run a command-line entry point (``main()``, or ``main(argv)`` when ``argv`` is given) and return
+    its exit status: its own ``int`` result, else 0.
+
+    The project's error messages (see `_is_projects_message`) are printed on stderr as one line,
+    ``PROG: error: MESSAGE``, with status 2 for an `InvalidArgumentsError` (a usage error, as argparse's)
+    and 1 otherwise. Any other failure while a model folder named in ``argv`` (default: ``sys.argv``) is
+    damaged becomes a `DamagedModelError` naming the folder, the file and the fix, printed the same way.
+    Everything else propagates with its traceback, and everything does with ``SCRATCHGPT_DEBUG=1``.
+    """
+    code = getattr(main, "__code__", None)
+    script_dir = Path(code.co_filename).resolve().parent if code else _PACKAGE_DIR
+    try:
+        result = main() if argv is None else main(argv)
+    except Exception as error:
+        if _is_projects_message(error, script_dir):
+            message = error
+        elif (message := _damaged_folder_named_in(sys.argv[1:] if argv is None else argv)) is None:
+            raise
+        if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+            if message is error:
+                raise
+            raise message from error
+        prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "scratchgpt"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(message, InvalidArgumentsError) else 1
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def run_script(main: Callable[[], Any]) -> NoReturn:
+    """``if __name__ == "__main__": run_script(main)``: exit with `run_command`'s status."""
+    sys.exit(run_command(main))
+
+
+__all__ = [
+    "DEBUG_ENV",
+    "VALUE_RULES",
+    "InvalidArgumentsError",
+    "Rule",
+    "check_values",
+    "parse_args",
+    "run_command",
+    "run_script",
+]

@@ -6,6 +6,8 @@
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
 Only the module of the subcommand being run is imported, so ``scratchgpt push`` does not load a server.
+Errors are reported as the scripts report them (`hf_scratchgpt.cli.run_command`): the project's messages
+as one line, a damaged model folder named, a traceback with ``SCRATCHGPT_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import argparse
 import importlib
 import sys
 
+from .cli import run_command
+
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "chat": (
         "hf_scratchgpt.chat",
         "Chat with a model in the terminal (streams, stops at the end of a turn).",
     ),
-    "serve": ("hf_scratchgpt.serving", "Serve a model with an OpenAI-compatible API on 127.0.0.1."),
+    "serve": (
+        "hf_scratchgpt.serving",
+        "Serve a model with an OpenAI-compatible API (127.0.0.1 by default; other hosts need an API key).",
+    ),
     "push": ("hf_scratchgpt.hub", "Upload a model folder (weights, tokenizer, code, card) to the Hub."),
     "export": ("hf_scratchgpt.export", "Export to in-tree transformers (no remote code), GGUF or ONNX."),
     "verify": ("hf_scratchgpt.export.verify", "Check that every export computes what the model does."),
@@ -28,7 +35,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The ``scratchgpt`` console entry point: run a subcommand, return its exit status."""
+    return run_command(_run_subcommand, list(sys.argv[1:] if argv is None else argv))
+
+
+def _run_subcommand(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scratchgpt", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():

@@ -193,6 +193,18 @@ def _missing_tokenizer_message(name: str, problem: str) -> str:
     )
 
 
+def _unreadable_json(paths: Iterable[str | None]) -> str | None:
+    """The first of the tokenizer's ``.json`` files that is not valid JSON, with the parser's reason."""
+    for path in paths:
+        if path and str(path).endswith(".json"):
+            try:
+                with open(path, encoding="utf-8") as file:
+                    json.load(file)
+            except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+                return f"{path} is not valid JSON ({error})"
+    return None
+
+
 class ScratchGPTTokenizer(TokenizersBackend):
     """GPT-2 style byte-level BPE tokenizer with a distinct pad token, left padding and a ChatML template.
 
@@ -315,7 +327,19 @@ class ScratchGPTTokenizer(TokenizersBackend):
             else:
                 problem = "there is no such folder (and no Hub repo of that name could be reached)"
             raise OSError(_missing_tokenizer_message(str(pretrained_model_name_or_path), problem))
-        return super()._from_pretrained(resolved_vocab_files, pretrained_model_name_or_path, *args, **kwargs)
+        try:
+            return super()._from_pretrained(
+                resolved_vocab_files, pretrained_model_name_or_path, *args, **kwargs
+            )
+        except Exception as error:  # a cut-off or overwritten file fails deep inside json or tokenizers
+            damaged = _unreadable_json(resolved_vocab_files.values())
+            if damaged is None:
+                raise
+            raise OSError(
+                f"Cannot load a ScratchGPTTokenizer from {str(pretrained_model_name_or_path)!r}: {damaged}; the "
+                "folder is damaged (a cut-off download or save). Re-download it, or save the tokenizer again "
+                "with save_pretrained."
+            ) from error
 
     @staticmethod
     def _default_chat_template(vocab: dict[str, int] | None, kwargs: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ import torch
 import transformers.modeling_utils
 from conftest import TRAINING_TEXT, tiny_model
 from datasets import Dataset
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator
 
 import hf_scratchgpt.checkpoints
@@ -274,6 +275,32 @@ def test_resume_true_from_the_command_line(run_copy, tokenizer, monkeypatch):
     trainer.train(args.resume_from_checkpoint)
     assert loaded == [str(run_copy / "checkpoint-2")]
     assert trainer.state.global_step == 4
+
+
+def test_resuming_a_tied_head_does_not_warn_it_missing_but_a_really_missing_head_does(
+    run_copy, tokenizer, caplog
+):
+    # A tied head is saved once, as the embedding: Trainer's load_state_dict then lists lm_head.weight as
+    # missing although the head is loaded. That warning is dropped; a head that is really missing is not.
+    args = training_args(run_copy, max_steps=6, resume_from_checkpoint="latest")
+    with caplog.at_level(logging.WARNING):
+        trainer = make_trainer(tokenizer, args)
+        trainer.train(args.resume_from_checkpoint)
+    assert trainer.state.global_step == 6 and trainer.model.config.tie_word_embeddings
+    assert "missing keys" not in caplog.text
+
+    untied = run_copy.parent / "untied"
+    make_trainer(
+        tokenizer, training_args(untied, max_steps=2), model_overrides={"tie_word_embeddings": False}
+    ).train()
+    weights = untied / "checkpoint-2" / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({name: t for name, t in tensors.items() if name != "lm_head.weight"}, weights, {"format": "pt"})
+    caplog.clear()
+    args = training_args(untied, max_steps=4, resume_from_checkpoint="latest")
+    with caplog.at_level(logging.WARNING):
+        make_trainer(tokenizer, args, model_overrides={"tie_word_embeddings": False}).train("latest")
+    assert "There were missing keys in the checkpoint model loaded: ['lm_head.weight']" in caplog.text
 
 
 # --- 4. full disk during a checkpoint -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from trl import DPOTrainer, get_peft_config
 
 from hf_scratchgpt.budget import BudgetArguments, TimeBudgetCallback
 from hf_scratchgpt.cards import write_model_card
-from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.data import split_train_validation
 from hf_scratchgpt.finetuning.instruction_tuning import (
     DPOArguments,
@@ -118,4 +118,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

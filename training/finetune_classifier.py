@@ -51,7 +51,7 @@ from transformers import (
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
 from hf_scratchgpt.budget import BudgetArguments, TimeBudgetCallback
 from hf_scratchgpt.cards import write_model_card
-from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.finetuning.classification import (
     build_labelled_splits,
     classes_seen,
@@ -311,4 +311,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    run_script(main)

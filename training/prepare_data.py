@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.pretraining import DataArguments, load_splits, save_splits
 
 
@@ -40,4 +40,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_scratchgpt import ScratchGPTTokenizer
-from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.pretraining import DataArguments, load_splits
 
 
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> ScratchGPTTokenizer:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
