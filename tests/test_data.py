@@ -660,6 +660,14 @@ def test_a_split_shorter_than_one_block_is_named_with_what_to_do(tmp_path: Path,
     stream = IterableDataset.from_generator(lambda: iter([{"text": "a b c"}]))
     with pytest.raises(DataError, match=r"The train split has 4 tokens.*\(more text\)"):
         list(tokenize_and_pack(stream, word_tokenizer, 8, split="train"))
+    # Without split=, no guess: a loaded file's split name ("train") is inherited by both halves of a split.
+    path = tmp_path / "lines.txt"
+    path.write_text("a b c\na b\na\nb c\n", encoding="utf-8")
+    validation = split_train_validation(load_text_dataset(path, txt_mode="line"), 0.5, mode="tail")[
+        "validation"
+    ]
+    with pytest.raises(DataError, match=r"^The corpus has \d tokens"):
+        tokenize_and_pack(validation, word_tokenizer, 64, cache_dir=tmp_path)
 
 
 def test_tokenizer_without_eos_and_bad_inputs(tmp_path: Path) -> None:

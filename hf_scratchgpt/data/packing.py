@@ -215,15 +215,14 @@ def tokenize_and_pack(
     ``$HF_DATASETS_CACHE/hf_scratchgpt`` for an in-memory dataset). A second call with the same
     inputs loads them instead of re-tokenizing, and a new block_size reuses the tokens.
     For an `IterableDataset`, blocks are produced lazily while iterating; nothing is cached.
-    ``split`` (``"train"``, ``"validation"``; default: the dataset's own ``split``, if it has one) names the
-    text in errors.
+    ``split`` (``"train"``, ``"validation"``) names the text in errors. (Not the dataset's own ``split``:
+    both halves of a ``train_test_split`` keep the parent's, e.g. ``train``.)
 
     Raises:
         DataError: the tokenizer has no EOS (with ``add_eos``), the dataset has no ``text``
             column, or the corpus has fewer tokens than one block.
     """
     _check_block_size(block_size)
-    split = split or (str(dataset.split) if dataset.split else None)
     if isinstance(dataset, IterableDataset):
         eos_token_id = _check_tokenizer(tokenizer, add_eos)
         _check_text_column(dataset)
