@@ -21,6 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Eval
 from hf_scratchgpt import ScratchGPTForCausalLM
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import DataError
+from hf_scratchgpt.evaluation.classification import scores
 from hf_scratchgpt.finetuning import classification
 from hf_scratchgpt.finetuning.classification import (
     classes_seen,
@@ -290,6 +291,10 @@ def test_a_class_absent_from_the_references_gets_no_invented_zero_scores():
         warnings.simplefilter("error")
         assert classes_seen([1, 0], ["neg", "pos"], "test") == ["neg", "pos"]
         assert classes_seen([0], ["neg", "pos"]) == ["neg"]  # no split named: no warning
+    # The side-by-side evaluation scores the same way and records the classes seen with each method.
+    with pytest.warns(UserWarning, match=re.escape("no example of class(es) ['pos']")):
+        scored = scores([0, 0, 1], [0, 0, 0], ["neg", "pos"])
+    assert scored["classes_seen"] == ["neg"] and scored["f1"] == metrics["f1"] and "f1_pos" not in scored
 
 
 def test_a_test_file_without_one_class_is_reported_with_the_classes_seen(base_model, toy_files, tmp_path):
