@@ -20,6 +20,7 @@ import json
 import re
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -35,13 +36,14 @@ GPT2_PRE_TOKENIZER = "gpt-2"
 MODELFILE_NAME = "Modelfile"
 
 
-def _require_gguf():
+def require_gguf() -> ModuleType:
+    """The ``gguf`` module, or an error that says how to install it."""
     try:
         import gguf
     except ImportError as err:
         raise ImportError(
-            "--format gguf needs the `gguf` package (llama.cpp's GGUF writer): pip install 'hf-scratchgpt[export]' "
-            "or pip install gguf."
+            "Writing or reading GGUF files needs the `gguf` package (llama.cpp's GGUF library): "
+            "pip install 'hf-scratchgpt[export]' or pip install gguf."
         ) from err
     return gguf
 
@@ -191,7 +193,7 @@ def write_gguf(
     name: str = "",
 ) -> Path:
     """Write the in-tree ``model`` (from `to_in_tree_model`) and ``tokenizer`` as one GGUF file at ``path``."""
-    gguf = _require_gguf()
+    gguf = require_gguf()
     file_type, weight_type = _types(gguf, outtype)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,4 +242,4 @@ def write_modelfile(gguf_path: str | Path, tokenizer: PreTrainedTokenizerFast, c
     return path
 
 
-__all__ = ["OUTTYPES", "write_gguf", "write_modelfile"]
+__all__ = ["OUTTYPES", "require_gguf", "write_gguf", "write_modelfile"]

@@ -70,7 +70,9 @@ def measure(model: Any, tokenizer: Any, request: dict[str, Any]) -> dict[str, An
             pad_token_id=tokenizer.pad_token_id,
         )
         greedy.append(generated[0, len(ids) :].tolist())
-    encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in request["texts"]]
+    encoded = [
+        tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] for text in request["texts"]
+    ]
     decoded = [tokenizer.decode(ids) for ids in request["text_ids"]]
     return {
         "logits": logits,

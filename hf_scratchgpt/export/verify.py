@@ -36,13 +36,14 @@ import torch
 from ..cards import PARITY_FILE, PARITY_TITLE, parity_section, write_model_card
 from ..hardware import cpu_model_name
 from . import isolated_check, load_scratchgpt
+from .gguf_file import require_gguf
 from .onnx_file import ONNX_FILE, onnx_logits
 
 # max |logit - reference logit| / max |reference logit| allowed, by the precision of the weights. float32 paths
 # differ only by the order of floating-point operations; the others by rounding each weight (f16: 11-bit
 # mantissa, bf16: 8-bit, q8_0: 8-bit integers with one f16 scale per 32 weights).
 RELATIVE_BOUNDS = {"f32": 1e-6, "f16": 1e-2, "bf16": 6e-2, "q8_0": 1e-1}
-# llama.cpp runs its own kernels (and keeps its KV cache in f16): float32 files get this bound there.
+# llama.cpp runs its own kernels (GPT-2's GELU, for one, from a float16 table): float32 files get this bound there.
 LLAMA_CPP_F32_BOUND = 1e-3
 PROMPTS = ["Once upon a time, a little robot", "The quick brown fox jumps over the lazy dog. Then"]
 CHAT_PROMPT = [{"role": "user", "content": "Hello! Who are you?"}]
@@ -69,7 +70,7 @@ def _versions() -> dict[str, str]:
 
 def build_request(model: Any, tokenizer: Any, max_new_tokens: int = 16) -> dict[str, Any]:
     """Prompt ids, round-trip texts (and the ids to decode) and the continuation length for every path."""
-    prompts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in PROMPTS]
+    prompts = [tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] for text in PROMPTS]
     if tokenizer.chat_template:
         prompts.append(tokenizer.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=True,
                                                      return_dict=True)["input_ids"])  # fmt: skip
@@ -81,7 +82,7 @@ def build_request(model: Any, tokenizer: Any, max_new_tokens: int = 16) -> dict[
         "prompts": prompts,
         "max_new_tokens": min(max_new_tokens, room),
         "texts": texts,
-        "text_ids": [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts],
+        "text_ids": [tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] for text in texts],
     }
 
 
@@ -111,9 +112,7 @@ def _classify(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def _gguf_precision(path: Path) -> str:
-    from gguf import GGUFReader
-
-    file_type = int(GGUFReader(path).fields["general.file_type"].contents())
+    file_type = int(require_gguf().GGUFReader(path).fields["general.file_type"].contents())
     return GGUF_FILE_TYPES.get(file_type, "q8_0")
 
 
@@ -134,12 +133,20 @@ def _run_isolated(entries: list[dict[str, Any]], request: dict[str, Any]) -> dic
         return torch.load(result_file, weights_only=False)
 
 
+def open_llama_cpp(path: str | Path, context: int) -> Any:
+    """A ``llama_cpp.Llama`` on a GGUF file that keeps every position's logits, with its KV cache in float32
+    (llama.cpp's default float16 cache alone moves the logits by ~1e-3 of their scale)."""
+    from llama_cpp import GGML_TYPE_F32, Llama
+
+    return Llama(model_path=str(path), n_ctx=context, n_batch=context, logits_all=True, verbose=False,
+                 type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)  # fmt: skip
+
+
 def _llama_cpp_measure(path: str, request: dict[str, Any], context: int) -> dict[str, Any]:
     """The same measurements through llama.cpp: all-position logits, its own greedy loop, its tokenizer."""
     import numpy as np
-    from llama_cpp import Llama
 
-    llm = Llama(model_path=path, n_ctx=context, n_batch=context, logits_all=True, verbose=False, seed=0)
+    llm = open_llama_cpp(path, context)
     logits, greedy = [], []
     for ids in request["prompts"]:
         llm.reset()
@@ -330,4 +337,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["RELATIVE_BOUNDS", "build_request", "compare", "format_table", "verify", "write_parity"]
+__all__ = [
+    "LLAMA_CPP_F32_BOUND",
+    "RELATIVE_BOUNDS",
+    "build_request",
+    "compare",
+    "format_table",
+    "open_llama_cpp",
+    "verify",
+    "write_parity",
+]
