@@ -18,6 +18,7 @@ Two kinds of tree work:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -83,6 +84,10 @@ def locate_tree() -> TransformersTree | str:
         return (
             f"{ENV_VAR}={setting} holds transformers {version}'s tests but transformers {transformers.__version__} "
             f"is installed: use the tree of the installed release (git tag v{transformers.__version__}) ({how})."
+        )
+    if importlib.util.find_spec("parameterized") is None:
+        return (
+            "transformers' tests import `parameterized`, which is not installed: pip install parameterized."
         )
     checkout = all(
         (root / "tests" / name).is_file() for name in ("causal_lm_tester.py", "generation/test_utils.py")
