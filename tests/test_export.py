@@ -20,7 +20,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_scratchgpt.commands import main as scratchgpt
 from hf_scratchgpt.export import ExportRefusedError, export_model, in_tree_architecture
 from hf_scratchgpt.export.isolated_check import gguf_config
-from hf_scratchgpt.export.verify import LLAMA_CPP_F32_BOUND, RELATIVE_BOUNDS, ROUND_TRIP_TEXTS, open_llama_cpp
+from hf_scratchgpt.export.verify import (
+    LLAMA_CPP_F32_BOUND,
+    RELATIVE_BOUNDS,
+    ROUND_TRIP_TEXTS,
+    open_llama_cpp,
+    write_parity,
+)
 
 gguf = pytest.importorskip(
     "gguf", reason="GGUF export needs the `gguf` package: pip install 'hf-scratchgpt[export]'"
@@ -241,18 +247,29 @@ def test_a_config_with_no_in_tree_match_is_refused_naming_the_switch(
 
 def test_verify_passes_for_true_exports_and_fails_for_a_tampered_one(models, tmp_path, capsys):
     entry = models["modern"]
-    model_dir = entry["folder"] / "model"
-    gguf_file = entry["folder"] / "verify" / "model-f16.gguf"
-    assert scratchgpt(["export", str(model_dir), str(gguf_file), "--format", "gguf"]) == 0
-    assert scratchgpt(["verify", str(model_dir), str(entry["hf"]), str(gguf_file), "--no_llama_cpp"]) == 0
+    model_dir, export_dir = entry["folder"] / "model", tmp_path / "export"
+    gguf_file = entry["folder"] / "verify" / "model-f32.gguf"
+    assert scratchgpt(["export", str(model_dir), str(gguf_file), "--format", "gguf", "--outtype", "f32"]) == 0
+    # as the main job calls it: export hf + GGUF into a folder, check those and any paths given
+    command = ["verify", str(model_dir), str(gguf_file), "--export_to", str(export_dir), "--outtypes", "q8_0"]
+    assert scratchgpt([*command, "--no_llama_cpp"]) == 0
     table = capsys.readouterr().out
-    for path in ("remote code", "hf export", "model-f16.gguf"):
+    for path in ("remote code", "hf export", "model-f32.gguf", "model-q8_0.gguf"):
         assert path in table
     parity = json.loads((model_dir / "parity.json").read_text())
-    assert parity["passed"] and len(parity["rows"]) == 4
+    assert parity["passed"] and len(parity["rows"]) == 5
     assert all(row["tokenizer_round_trip"] in ("yes", "reference") for row in parity["rows"])
+    assert [row["precision"] for row in parity["rows"]] == ["f32", "f32", "f32", "f32", "q8_0"]
+    assert json.loads((export_dir / "metrics.json").read_text())["paths_checked"] == 4
+    assert (export_dir / "gguf" / "Modelfile").is_file() and (
+        export_dir / "hf" / "model.safetensors"
+    ).is_file()
     card = (model_dir / "README.md").read_text()
-    assert "## Export parity" in card and "model-f16.gguf" in card
+    assert "## Export parity" in card and "model-q8_0.gguf" in card
+    write_parity(model_dir, {**parity, "rows": parity["rows"][:2]})  # a rerun replaces the card's section
+    card = (model_dir / "README.md").read_text()
+    assert card.count("## Export parity") == 1 and "model-q8_0.gguf" not in card
+    assert card.index("## Export parity") < card.index("## How to use")
 
     tampered = tmp_path / "tampered"
     export_model(model_dir, tampered)

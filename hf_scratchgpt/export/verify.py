@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -308,9 +309,35 @@ def write_parity(model_path: str | Path, parity: dict[str, Any]) -> Path:
     return card
 
 
+def export_for_verify(model_path: str | Path, export_dir: str | Path, outtypes: list[str]) -> list[str]:
+    """The ``hf`` export and one GGUF file per ``outtypes`` entry in ``export_dir`` (``--export_to``)."""
+    from . import export_hf, export_model
+
+    export_dir = Path(export_dir)
+    model, tokenizer = load_scratchgpt(model_path)
+    name = Path(model_path).resolve().name
+    paths = [export_hf(model, tokenizer, export_dir / "hf")]
+    for outtype in outtypes:  # the Modelfile names the last one
+        paths.append(
+            export_model(model, export_dir / "gguf", "gguf", outtype=outtype, tokenizer=tokenizer, name=name)
+        )
+    return [str(path) for path in paths]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .gguf_file import OUTTYPES
+
     parser.add_argument("model", help="A saved ScratchGPT folder (the reference).")
     parser.add_argument("exported", nargs="*", help="Exports to check: hf folders, .gguf files, .onnx files.")
+    parser.add_argument(
+        "--export_to",
+        default=None,
+        help="First export hf and GGUF (--outtypes) into this folder, then check them; on success it gets "
+        "metrics.json (the main job's stage marker) and a copy of parity.json.",
+    )
+    parser.add_argument(
+        "--outtypes", nargs="+", choices=OUTTYPES, default=["f16", "q8_0"], help="GGUF types for --export_to."
+    )
     parser.add_argument(
         "--max_new_tokens", type=int, default=16, help="Greedy continuation length (default 16)."
     )
@@ -321,9 +348,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parity = verify(
-        args.model, args.exported, max_new_tokens=args.max_new_tokens, llama_cpp=not args.no_llama_cpp
-    )
+    started = time.monotonic()
+    exported = list(args.exported)
+    if args.export_to:
+        exported += export_for_verify(args.model, args.export_to, args.outtypes)
+    parity = verify(args.model, exported, max_new_tokens=args.max_new_tokens, llama_cpp=not args.no_llama_cpp)
     print(format_table(parity))
     if not args.no_card:
         print(
@@ -334,6 +363,12 @@ def run(args: argparse.Namespace) -> int:
             "scratchgpt verify: at least one path does not compute what the model computes (see the table)."
         )
         return 1
+    if args.export_to:
+        export_dir = Path(args.export_to)
+        (export_dir / PARITY_FILE).write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
+        metrics = {"passed": True, "paths_checked": len(parity["rows"]) - 1, "skipped": parity["skipped"],
+                   "runtime_seconds": round(time.monotonic() - started, 1), "machine": parity["machine"]}  # fmt: skip
+        (export_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
@@ -342,6 +377,7 @@ __all__ = [
     "RELATIVE_BOUNDS",
     "build_request",
     "compare",
+    "export_for_verify",
     "format_table",
     "open_llama_cpp",
     "verify",
