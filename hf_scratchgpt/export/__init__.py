@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             tokenizer=args.tokenizer,
             name=args.name,
         )
-    except ExportRefusedError as err:
+    except (ValueError, ImportError) as err:  # refused, bad input, or a missing optional package: say why
         print(f"scratchgpt export: {err}")
         return 2
     print(f"Wrote {path}. Check it with: scratchgpt verify {args.model} {path}")
