@@ -239,10 +239,11 @@ def test_a_config_with_no_in_tree_match_is_refused_naming_the_switch(
     tokenizer.save_pretrained(tmp_path / "model")
     for format in ("hf", "gguf"):
         assert (
-            scratchgpt(["export", str(tmp_path / "model"), str(tmp_path / format), "--format", format]) == 2
+            scratchgpt(["export", str(tmp_path / "model"), str(tmp_path / format), "--format", format]) == 1
         )
         assert not (tmp_path / format).exists()  # refused before anything is written
-    assert named[0] in capsys.readouterr().out
+        error = capsys.readouterr().err
+        assert "error: Cannot export this ScratchGPT model" in error and named[0] in error
 
 
 def test_verify_passes_for_true_exports_and_fails_for_a_tampered_one(models, tmp_path, capsys):

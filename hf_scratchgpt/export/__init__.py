@@ -131,18 +131,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = export_model(
-            args.model,
-            args.output,
-            args.format,
-            outtype=args.outtype,
-            tokenizer=args.tokenizer,
-            name=args.name,
-        )
-    except (ValueError, ImportError) as err:  # refused, bad input, or a missing optional package: say why
-        print(f"scratchgpt export: {err}")
-        return 2
+    # A refusal or bad input is a ValueError: `scratchgpt` prints it as one line and exits with status 1.
+    path = export_model(
+        args.model, args.output, args.format, outtype=args.outtype, tokenizer=args.tokenizer, name=args.name
+    )
     print(f"Wrote {path}. Check it with: scratchgpt verify {args.model} {path}")
     return 0
 

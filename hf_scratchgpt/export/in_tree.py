@@ -98,9 +98,9 @@ def in_tree_architecture(config: ScratchGPTConfig) -> str:
     if problems:
         raise ExportRefusedError(
             "Cannot export this ScratchGPT model to an in-tree transformers architecture: no in-tree model "
-            "computes what these settings compute, and an approximate export would answer differently.\n  - "
-            + "\n  - ".join(problems)
-            + f"\nExports exist for the {RECIPES_THAT_EXPORT}. This model still loads anywhere with "
+            "computes what these settings compute, and an approximate export would answer differently: "
+            + "; ".join(problems)
+            + f". Exports exist for the {RECIPES_THAT_EXPORT}. This model still loads anywhere with "
             "trust_remote_code=True (its folder carries the modeling code)."
         )
     if config.position_embedding_type == "learned":
