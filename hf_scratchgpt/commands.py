@@ -3,6 +3,8 @@
     scratchgpt chat MODEL                talk to a model in the terminal
     scratchgpt serve MODEL               an OpenAI-compatible server on 127.0.0.1
     scratchgpt push MODEL_DIR REPO_ID    upload a model folder to the Hub in one commit
+    scratchgpt export MODEL OUTPUT       in-tree transformers (no remote code), GGUF or ONNX files
+    scratchgpt verify MODEL [EXPORTED]   check every export computes what the model does
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
 Only the module of the subcommand being run is imported, so ``scratchgpt push`` does not load a server.
