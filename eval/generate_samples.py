@@ -1,6 +1,7 @@
 """Reload a saved causal LM with the Auto classes, as a user would, and write sample generations.
 
-    python eval/generate_samples.py --model_name_or_path outputs/speedrun/pretrain --output_dir outputs/samples
+    python eval/generate_samples.py --model_name_or_path outputs/speedrun/pretrain --prompts_from outputs/speedrun/data
+    python eval/generate_samples.py --model_name_or_path outputs/speedrun/pretrain --prompts "Once upon a time"
 
 For each prompt: one greedy continuation (with a mild repetition penalty) and one sampled one (temperature 0.8,
 top-k 40, fixed seed), never past the model's context. Also times greedy decoding with the KV cache. Writes
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.cli import InvalidArgumentsError, parse_args, run_script
+from hf_scratchgpt.pretraining import DataArguments, corpus_prompts, load_splits
 
 
 @dataclass
@@ -23,8 +25,17 @@ class SampleArguments:
     model_name_or_path: str = field(metadata={"help": "A model folder or Hub id."})
     output_dir: str = field(default="outputs/samples", metadata={"help": "Where to write the samples."})
     prompts: list[str] = field(
-        default_factory=lambda: ["Once upon a time", "The function", "In Python,"],
-        metadata={"help": "Prompts to continue."},
+        default_factory=list,
+        metadata={
+            "help": "Prompts to continue (default: the first words of --prompts_from's validation documents)."
+        },
+    )
+    prompts_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "The corpus the model learned from (the data stage's folder, a file or a folder of text): "
+            "the first words of a few of its validation documents become the prompts."
+        },
     )
     max_new_tokens: int = field(default=80, metadata={"help": "Tokens to generate per sample."})
     seed: int = field(default=0, metadata={"help": "Seed of the sampled continuations."})
@@ -33,6 +44,13 @@ class SampleArguments:
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_args((SampleArguments,), argv)
+    if not args.prompts:
+        if not args.prompts_from:
+            raise InvalidArgumentsError(
+                "Pass --prompts TEXT ... or --prompts_from DATA (e.g. the run's data folder)."
+            )
+        splits, _ = load_splits(DataArguments(data=args.prompts_from), seed=args.seed)
+        args.prompts = corpus_prompts(row["text"] for row in splits["validation"])
     model = AutoModelForCausalLM.from_pretrained(
         args.model_name_or_path, trust_remote_code=args.trust_remote_code
     )
@@ -83,4 +101,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -6,9 +6,12 @@ so a fixed ``max_steps`` cannot keep a promise like "about 15 minutes". Instead:
 1. `measure_seconds_per_step` runs a few real ``Trainer`` steps (same model, batch, precision and optimizer as
    the run) on a throwaway copy of the model and times them;
 2. `choose_model_size` (only when no size was given) turns the measured speed into training FLOP/s and picks
-   the largest rung of `SIZE_LADDER` whose Chinchilla-optimal run (tokens ~ 20 x non-embedding parameters)
-   fits the budget, bounded by the smallest and largest rung;
-3. `max_steps_for_budget` turns the seconds left into ``max_steps``, which also sets the warmup/decay schedule.
+   the largest rung of `SIZE_LADDER` that can see the tokens it is worth within the budget: Chinchilla's
+   20 per non-embedding parameter, but on a small corpus no more than 4 epochs of it (data-constrained
+   scaling), bounded by the smallest and largest rung;
+3. `max_steps_for_budget` turns the seconds left into the planned steps; the run's schedule then follows the
+   clock to the deadline (`hf_scratchgpt.schedule`), so a machine slower than measured still finishes its
+   decay. A budget that buys fewer than `MIN_USEFUL_STEPS` steps is flagged, with the budget that would do.
 
 FLOPs per token follow the usual estimate (Kaplan et al. 2020, as nanoGPT's ``estimate_mfu``): 6 per weight
 that multiplies an activation (the output head included, even when tied) plus ``12 * layers * width * context``
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import tempfile
 import time
@@ -28,6 +32,8 @@ from typing import Any
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from .cli import InvalidArgumentsError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,18 @@ class BudgetArguments:
         default=6,
         metadata={"help": "Optimizer steps timed to measure this machine's speed (first not counted)."},
     )
+
+    def __post_init__(self) -> None:
+        # A budget of zero or less would silently mean "no budget" (or the minimum of steps): refuse it.
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise InvalidArgumentsError(
+                f"--time_budget {self.time_budget:g}: must be a positive number of minutes (e.g. --time_budget "
+                "15); leave it out to train --max_steps steps without a budget."
+            )
+        if self.budget_probe_steps < 2:
+            raise InvalidArgumentsError(
+                f"--budget_probe_steps {self.budget_probe_steps}: must be 2 or more (the first step is not timed)."
+            )
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,30 @@ def training_flops_per_token(config: Any, context: int) -> float:
     return 6.0 * matmul_weights + attention_scores
 
 
+# Data-constrained scaling (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"): up to about
+# 4 epochs, repeated tokens are worth almost as much as new ones; beyond, their value decays (by ~16 epochs
+# more passes buy next to nothing). So a budget need not buy a rung more than this many epochs of the corpus...
+EPOCHS_WORTH_REPEATING = 4.0
+# ...nor a model much larger than those epochs can train: parameters past the compute-optimal count for the
+# data lose their value even faster than repeated epochs (the paper's R_N* = 5.3, against R_D* = 15.4 for
+# epochs), so a rung may have at most (1 + R_N*) x (4 epochs / 20 tokens per parameter) parameters.
+EXCESS_PARAMETERS_DECAY = 5.3
+
+
+def tokens_worth_buying(n: int, corpus_tokens: float | None, tokens_per_parameter: float) -> float:
+    """What a model of ``n`` non-embedding parameters should see: Chinchilla's ``tokens_per_parameter x n``,
+    but no more than `EPOCHS_WORTH_REPEATING` passes over a corpus of ``corpus_tokens`` (None: unlimited)."""
+    chinchilla = tokens_per_parameter * n
+    return chinchilla if corpus_tokens is None else min(chinchilla, EPOCHS_WORTH_REPEATING * corpus_tokens)
+
+
+def most_useful_parameters(corpus_tokens: float | None, tokens_per_parameter: float) -> float:
+    """The largest non-embedding parameter count a corpus of ``corpus_tokens`` can train usefully."""
+    if corpus_tokens is None:
+        return float("inf")
+    return (1 + EXCESS_PARAMETERS_DECAY) * EPOCHS_WORTH_REPEATING * corpus_tokens / tokens_per_parameter
+
+
 @dataclass(frozen=True)
 class SizeChoice:
     """The rung `choose_model_size` picked, and the numbers behind it (for metrics and the report)."""
@@ -134,41 +176,78 @@ def choose_model_size(
     config_for: Any,
     ladder: tuple[ModelSize, ...] = SIZE_LADDER,
     tokens_per_parameter: float = CHINCHILLA_TOKENS_PER_PARAMETER,
+    corpus_tokens: float | None = None,
 ) -> SizeChoice:
-    """The largest rung whose compute-optimal run (``tokens_per_parameter`` x N tokens) fits the budget.
+    """The largest rung that can see the tokens it is worth training on within the budget.
 
     ``config_for(size)`` builds the config of a rung (sized to the tokenizer). With ``flops_per_second`` the
     machine's measured training speed, a rung can see ``flops_per_second * budget / flops_per_token`` tokens.
-    When even the smallest rung cannot reach its optimum, it is chosen anyway (it gets the most tokens per
-    parameter); the largest rung caps the other end.
+    It is worth ``tokens_per_parameter`` x N tokens (Chinchilla), capped at `EPOCHS_WORTH_REPEATING` epochs of
+    a corpus of ``corpus_tokens`` (data-constrained scaling): on a small corpus the budget buys a larger model
+    rather than a tenth epoch, up to `most_useful_parameters` (past which a larger model is worth less than
+    more epochs). When even the smallest rung cannot see what it is worth, it is chosen anyway; the largest
+    rung caps the other end.
     """
     chosen = None
     for size in ladder:
         config = config_for(size)
+        if chosen and corpus_tokens is not None and config.max_position_embeddings > corpus_tokens:
+            break  # a context longer than the whole corpus: not one training block
         n = non_embedding_parameters(config)
+        if chosen and n > most_useful_parameters(corpus_tokens, tokens_per_parameter):
+            break
         affordable = (
             flops_per_second
             * budget_seconds
             / training_flops_per_token(config, config.max_position_embeddings)
         )
-        if chosen is None or affordable >= tokens_per_parameter * n:
+        if chosen is None or affordable >= tokens_worth_buying(n, corpus_tokens, tokens_per_parameter):
             chosen = (size, n, affordable)
     size, n, affordable = chosen
-    optimal = tokens_per_parameter * n
+    optimal = tokens_worth_buying(n, corpus_tokens, tokens_per_parameter)
+    capped = corpus_tokens is not None and optimal < tokens_per_parameter * n
+    epochs = f", {affordable / corpus_tokens:.1f} epochs of the corpus" if corpus_tokens else ""
     if affordable >= optimal:
         bound = " (the largest rung)" if size == ladder[-1] else ""
+        chinchilla = f"{tokens_per_parameter:g} tokens per non-embedding parameter (Chinchilla)"
+        target = (
+            f"{chinchilla}, but at most {EPOCHS_WORTH_REPEATING:g} epochs of the corpus's {corpus_tokens / 1e6:.2f}M "
+            f"training tokens (data-constrained scaling, Muennighoff et al. 2023)"
+            if capped
+            else chinchilla
+        )
+        useful = most_useful_parameters(corpus_tokens, tokens_per_parameter)
+        if size != ladder[-1] and useful < float("inf"):
+            target += f", and no larger than that corpus can train ({useful / 1e6:.2f}M parameters)"
         rule = (
-            f"Chinchilla: the largest model whose {tokens_per_parameter:g} tokens per non-embedding parameter "
-            f"fit the budget{bound}: {size.name}, {n / 1e6:.2f}M non-embedding parameters, "
-            f"{affordable / 1e6:.1f}M tokens affordable vs {optimal / 1e6:.1f}M optimal"
+            f"the largest model that can see {target}, within the budget{bound}: {size.name}, "
+            f"{n / 1e6:.2f}M non-embedding parameters, {affordable / 1e6:.1f}M tokens affordable vs "
+            f"{optimal / 1e6:.1f}M worth training on{epochs}"
         )
     else:
         rule = (
-            f"Chinchilla, bounded below: even the smallest rung ({size.name}, {n / 1e6:.2f}M non-embedding "
-            f"parameters) can only see {affordable / 1e6:.2f}M tokens in the budget, "
-            f"{affordable / n:.1f} per parameter instead of {tokens_per_parameter:g}"
+            f"bounded below: even the smallest rung ({size.name}, {n / 1e6:.2f}M non-embedding parameters) can "
+            f"only see {affordable / 1e6:.2f}M tokens in the budget, {affordable / n:.1f} per parameter instead "
+            f"of {optimal / n:.1f}{epochs}"
         )
     return SizeChoice(size, rule, n, affordable, optimal)
+
+
+# Optimizer steps a run needs to learn more than how often each token occurs (the first thing any model learns,
+# barely better than chance). Measured with training/configs/tiny.yaml's schedule (warmup a tenth of the run,
+# cosine decay) on the offline corpus, 4096-token BPE, the smallest rung: validation loss 7.83 after 10 steps,
+# 7.39 after 20 and 6.73 after 50, where chance is ln 4096 = 8.32 and the token frequencies alone give 6.71.
+MIN_USEFUL_STEPS = 50
+
+
+# How far below chance (ln of the vocabulary size, the loss of a uniform guess) a validation loss must be to
+# count as a model that learned something: a tenth of a nat, about 10% in perplexity.
+CHANCE_MARGIN = 0.1
+
+
+def better_than_chance(loss: float, vocab_size: int) -> bool:
+    """True when ``loss`` (nats per token) is clearly below a uniform guess over ``vocab_size`` tokens."""
+    return loss < math.log(vocab_size) - CHANCE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -183,10 +262,17 @@ class BudgetPlan:
     size_rule: str | None = None
     precision: str | None = None  # set when several were measured: the fastest
     precision_seconds_per_step: dict[str, float] | None = None
+    # Seconds more the budget needs before it buys MIN_USEFUL_STEPS steps (0: enough), at the measured speed.
+    seconds_short: float = 0.0
 
     @property
     def tokens(self) -> int:
         return self.max_steps * self.tokens_per_step
+
+    @property
+    def too_small(self) -> bool:
+        """True when the budget buys too few steps for a model better than chance."""
+        return self.seconds_short > 0
 
 
 # Share of the seconds left (after measuring and after the evaluations are paid for) that goes to optimizer
@@ -203,6 +289,7 @@ def plan_to_budget(
     evaluation_seconds: Callable[[float], float] = lambda seconds_per_step: 0.0,
     ladder: tuple[ModelSize, ...] = SIZE_LADDER,
     precisions: tuple[str, ...] = (),
+    corpus_tokens: float | None = None,
 ) -> BudgetPlan:
     """Measure, choose the size (when ``size_open``), and set ``max_steps`` so training fits the time left.
 
@@ -211,7 +298,8 @@ def plan_to_budget(
     far, probes included; ``evaluation_seconds(seconds_per_step)`` estimates what the run's evaluations cost
     at that speed. With ``precisions`` (e.g. bf16 and fp32 on a CPU whose bf16 instructions may not pay off
     for small matrices), the first probe runs in each, ``probe(size, precision)``, and the fastest is kept
-    for the rest. Tested with a fake probe: the logic does not depend on how fast this machine is.
+    for the rest. ``corpus_tokens`` (the training split's size) lets the size rule count repeated epochs.
+    Tested with a fake probe: the logic does not depend on how fast this machine is.
     """
 
     def training_seconds(step_seconds: float) -> float:
@@ -229,14 +317,18 @@ def plan_to_budget(
     speed = flops_per_second(config, config.max_position_embeddings, step_tokens, step_seconds)
     rule = None
     if size_open:
-        choice = choose_model_size(speed, training_seconds(step_seconds), config_for, ladder)
+        choice = choose_model_size(
+            speed, training_seconds(step_seconds), config_for, ladder, corpus_tokens=corpus_tokens
+        )
         if choice.size != size:
             config, step_tokens, step_seconds = (
                 probe(choice.size, precision) if precision else probe(choice.size)
             )
         size, rule = choice.size, choice.rule
-    max_steps = max_steps_for_budget(training_seconds(step_seconds), step_seconds)
-    return BudgetPlan(max_steps, step_seconds, speed, step_tokens, size, rule, precision, timings)
+    seconds = training_seconds(step_seconds)
+    max_steps = max_steps_for_budget(seconds, step_seconds)
+    short = max(0.0, MIN_USEFUL_STEPS * step_seconds - seconds) / TRAINING_SHARE
+    return BudgetPlan(max_steps, step_seconds, speed, step_tokens, size, rule, precision, timings, short)
 
 
 def max_steps_for_budget(seconds: float, seconds_per_step: float, min_steps: int = 10) -> int:
@@ -261,12 +353,14 @@ def measure_seconds_per_step(
     data_collator: Any,
     steps: int = 6,
     trainer_class: type[Trainer] = Trainer,
+    trainer_kwargs: dict[str, Any] | None = None,
 ) -> float:
     """Seconds per optimizer step of a real ``Trainer`` run, on a copy of ``model`` (left untouched).
 
     The first step (allocations, kernel selection) is not counted, and the time is the median of the
     following ``steps - 1`` intervals, so one slow step (another process taking the CPU, a first-time kernel
-    for a new shape) does not skew the plan. Same batch size, accumulation, precision and optimizer as ``args``.
+    for a new shape) does not skew the plan. Same batch size, accumulation, precision and optimizer as ``args``
+    (``trainer_kwargs``: e.g. the run's ``optimizer_cls_and_kwargs``).
     """
     if steps < 2:
         raise ValueError("measure_seconds_per_step needs at least 2 steps (the first one is not timed).")
@@ -284,6 +378,7 @@ def measure_seconds_per_step(
             train_dataset=train_dataset,
             data_collator=data_collator,
             callbacks=[timer],
+            **(trainer_kwargs or {}),
         )
         for quiet in (PrinterCallback, ProgressCallback):  # a probe, not a run: print nothing
             trainer.remove_callback(quiet)
@@ -332,10 +427,14 @@ __all__ = [
     "BudgetArguments",
     "BudgetPlan",
     "CHINCHILLA_TOKENS_PER_PARAMETER",
+    "EPOCHS_WORTH_REPEATING",
+    "EXCESS_PARAMETERS_DECAY",
+    "MIN_USEFUL_STEPS",
     "SIZE_LADDER",
     "ModelSize",
     "SizeChoice",
     "TimeBudgetCallback",
+    "better_than_chance",
     "choose_model_size",
     "flops_per_second",
     "max_steps_for_budget",
@@ -343,5 +442,7 @@ __all__ = [
     "non_embedding_parameters",
     "plan_to_budget",
     "tokens_per_step",
+    "most_useful_parameters",
+    "tokens_worth_buying",
     "training_flops_per_token",
 ]

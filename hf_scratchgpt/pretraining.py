@@ -13,19 +13,34 @@ same fraction), so a stage run alone sees the same train/validation text as insi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from .budget import ModelSize
+from .budget import (
+    DEFAULT_SIZE,
+    MIN_USEFUL_STEPS,
+    SIZE_LADDER,
+    BudgetArguments,
+    ModelSize,
+    measure_seconds_per_step,
+    plan_to_budget,
+    tokens_per_step,
+)
 from .configuration_scratchgpt import ScratchGPTConfig
 from .data import DataError, hub_is_reachable, load_default_dataset, load_text_dataset, split_train_validation
+from .hardware import cpu_model_name
 from .modeling_scratchgpt import ScratchGPTForCausalLM
 from .tokenization_scratchgpt import ScratchGPTTokenizer
 
@@ -114,8 +129,10 @@ class DataArguments:
         default=None, metadata={"help": "Processes for tokenizing."}
     )
     sample_prompts: list[str] = field(
-        default_factory=lambda: ["Once upon a time", "The"],
-        metadata={"help": "Prompts for sample generations."},
+        default_factory=list,
+        metadata={
+            "help": "Prompts for sample generations (default: the first words of validation documents)."
+        },
     )
     sample_max_new_tokens: int = field(default=64)
 
@@ -205,6 +222,19 @@ def load_splits(args: DataArguments, seed: int) -> tuple[DatasetDict, str]:
         return splits, name
     corpus, name = load_corpus(args)
     return split_train_validation(corpus, args.validation_fraction, seed, args.split_mode), name
+
+
+def corpus_prompts(texts: Iterable[str], count: int = 3, words: int = 4) -> list[str]:
+    """The first ``words`` words of the first ``count`` documents that have that many: sample prompts that
+    suit whatever the corpus is (stories, documentation, code), unlike fixed story openings."""
+    prompts = []
+    for text in texts:
+        opening = text.split()[:words]
+        if len(opening) == words and (prompt := " ".join(opening)) not in prompts:
+            prompts.append(prompt)
+        if len(prompts) == count:
+            break
+    return prompts
 
 
 def parse_overrides(overrides: dict[str, Any] | str | None) -> dict[str, Any]:
@@ -303,16 +333,145 @@ def check_block_size(block_size: int | None, context: int) -> int:
     return block_size
 
 
+# What a budgeted run keeps back after training for the final evaluation, save and metrics: this share of
+# the budget, at least MIN_FINAL_SECONDS, plus the final evaluation's estimated cost.
+FINAL_SHARE, MIN_FINAL_SECONDS = 0.05, 10.0
+
+
+def plan_budget(
+    budget_args: BudgetArguments,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: Any,
+    tokenizer: ScratchGPTTokenizer,
+    splits: DatasetDict,
+    blocks_for: Callable[[int, str], Dataset],
+    collator: Any,
+    started: float,
+    trainer_class: type,
+    trainer_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """Measure this machine and fit the run to ``--time_budget``: the plan that budget.json records.
+
+    ``blocks_for(context, split)`` packs a split for a context; ``started`` is the script's start
+    (``time.perf_counter()``), so loading and probing are paid from the budget. The plan holds the size (when
+    none was given), the precision (bf16 and fp32 both measured where a CPU's bf16 is a guess), the planned
+    steps and, when the budget cannot buy `MIN_USEFUL_STEPS` steps, the budget that would.
+    """
+
+    def probe(rung: ModelSize | None, precision: str | None = None) -> tuple[Any, int, float]:
+        model = build_model(
+            model_args, tokenizer, model_config(model_args, tokenizer, rung) if rung else None
+        )
+        train = blocks_for(model.config.max_position_embeddings, "train")
+        args = training_args
+        if precision:
+            args = copy.deepcopy(training_args)
+            args.switch_precision(precision)
+        seconds = measure_seconds_per_step(
+            model, train, args, collator, budget_args.budget_probe_steps, trainer_class, trainer_kwargs
+        )
+        return model.config, tokens_per_step(training_args, len(train[0]["input_ids"])), seconds
+
+    cpu_bf16_is_a_guess = (
+        training_args.precision_requested == "auto"
+        and training_args.precision == "bf16"
+        and training_args.use_cpu
+    )
+    validation_tokens = sum(
+        map(len, tokenizer(list(splits["validation"]["text"]), verbose=False)["input_ids"])
+    )
+    validation_blocks = validation_tokens / 256  # in blocks of 256 tokens (the cost is per token)
+    first_rung = (
+        next(rung for rung in SIZE_LADDER if rung.name == DEFAULT_SIZE) if size_is_open(model_args) else None
+    )
+    context = (
+        context_length(model_args) or model_config(model_args, tokenizer, first_rung).max_position_embeddings
+    )
+    train_blocks = blocks_for(context, "train")
+    corpus_tokens = len(train_blocks) * len(train_blocks[0]["input_ids"])
+
+    def per_block(seconds_per_step: float) -> float:
+        return seconds_per_step / (3 * training_args.per_device_train_batch_size)  # a forward: ~1/3 of a step
+
+    def evaluation_seconds(seconds_per_step: float) -> float:
+        # The evaluations during training (every fifth of the run, on the curve subset) and the final one.
+        curve = min(validation_blocks, data_args.max_eval_blocks or validation_blocks)
+        return per_block(seconds_per_step) * (6 * curve + validation_blocks)
+
+    budget_seconds = budget_args.time_budget * 60
+    fitted = plan_to_budget(
+        seconds_left=lambda: budget_seconds - (time.perf_counter() - started),
+        probe=probe,
+        config_for=lambda rung: model_config(model_args, tokenizer, rung),
+        size_open=size_is_open(model_args),
+        evaluation_seconds=evaluation_seconds,
+        # A CPU's bf16 instructions do not pay off at every size (small matrices, casts): under
+        # --precision auto, measure fp32 too and keep the faster.
+        precisions=("bf16", "fp32") if cpu_bf16_is_a_guess else (),
+        corpus_tokens=corpus_tokens,
+    )
+    plan = {
+        "time_budget_minutes": budget_args.time_budget,
+        "planned_steps": fitted.max_steps,
+        "seconds_per_step": fitted.seconds_per_step,
+        "flops_per_second": fitted.flops_per_second,
+        "planned_tokens": fitted.tokens,
+        "corpus_tokens": corpus_tokens,
+        "size": asdict(fitted.size) if fitted.size else None,
+        "size_rule": fitted.size_rule or "fixed by --preset / --model_config / --model_name_or_path",
+        "precision": fitted.precision or training_args.precision,
+        "precision_seconds_per_step": fitted.precision_seconds_per_step,
+        "final_reserve_seconds": max(MIN_FINAL_SECONDS, FINAL_SHARE * budget_seconds)
+        + per_block(fitted.seconds_per_step) * validation_blocks,
+        "too_small": fitted.too_small,
+        "sufficient_budget_minutes": (
+            math.ceil((budget_seconds + fitted.seconds_short) / 6) / 10 if fitted.too_small else None
+        ),
+    }
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        shared = [plan]  # every rank must train the same size for the same number of steps
+        torch.distributed.broadcast_object_list(shared, src=0)
+        plan = shared[0]
+    return plan
+
+
+def budget_warning(plan: dict[str, Any], vocab_size: int) -> str | None:
+    """What to tell the user before training when the budget cannot buy a model better than chance."""
+    if not plan.get("too_small"):
+        return None
+    return (
+        f"--time_budget {plan['time_budget_minutes']:g} min is too small on this machine: it buys about "
+        f"{plan['planned_steps']} optimizer steps at {plan['seconds_per_step']:.3f} s/step, and a model needs at "
+        f"least {MIN_USEFUL_STEPS} to learn more than how often each token occurs (below that it is at or barely "
+        f"better than chance, a validation loss of ln({vocab_size}) = {math.log(vocab_size):.2f}). A budget of "
+        f"about {plan['sufficient_budget_minutes']:g} min would buy them. Training anyway; the report marks the run."
+    )
+
+
+def device_description(device: torch.device) -> str:
+    """The device that trained, for metrics and the report: 'cuda: NVIDIA H200', 'cpu: <model name>'."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        return f"cpu: {cpu_model_name()}"
+    return "mps: Apple GPU (Metal)" if device.type == "mps" else str(device)
+
+
 __all__ = [
     "DataArguments",
     "ModelArguments",
+    "budget_warning",
     "build_model",
+    "device_description",
     "check_block_size",
     "context_length",
+    "corpus_prompts",
     "load_corpus",
     "load_splits",
     "load_tokenizer",
     "model_config",
+    "plan_budget",
     "save_splits",
     "size_is_open",
 ]

@@ -73,6 +73,8 @@ def _run_section(record: dict[str, Any], pretrain: dict[str, Any] | None) -> str
     budget = record.get("budget_minutes")
     lines = [f"- **Machine**: {machine_summary(machine)}, torch {machine['torch']}"]
     if pretrain:
+        if pretrain.get("device"):
+            lines.append(f"- **Device**: {pretrain['device']}")
         lines.append(f"- **Precision**: {pretrain['precision']}")
     lines.append(
         f"- **Time budget**: {budget:g} min; whole job took {record['total_seconds'] / 60:.1f} min"
@@ -94,9 +96,17 @@ def _run_section(record: dict[str, Any], pretrain: dict[str, Any] | None) -> str
 
 def _model_sections(metrics: dict[str, Any], stage_dir: Path, run_dir: Path, name: str) -> str:
     """A stage that saved a model: the size rule (when a budget chose it), then the model card's sections."""
-    lines = []
-    if (metrics.get("budget") or {}).get("size_rule"):
-        lines.append(f"**Model size chosen by**: {metrics['budget']['size_rule']}.\n")
+    lines = [f"**Warning**: {warning}\n" for warning in _quality_warnings(metrics)]
+    budget = metrics.get("budget") or {}
+    if budget.get("size_rule"):
+        lines.append(f"**Model size chosen by**: {budget['size_rule']}.\n")
+    if budget.get("planned_steps"):
+        lines.append(
+            f"**Schedule**: about {budget['planned_steps']:,} steps planned at the measured "
+            f"{budget['seconds_per_step']:.3f} s/step; {metrics['train_steps']:,} trained"
+            + (f" ({metrics['epochs']:.1f} epochs)" if "epochs" in metrics else "")
+            + ", warmup and decay following the clock to the deadline.\n"
+        )
     loss_curve = None
     state = _read_json(stage_dir / "trainer_state.json")
     if state and loss_curves(state["log_history"])["train"]:
@@ -110,6 +120,25 @@ def _model_sections(metrics: dict[str, Any], stage_dir: Path, run_dir: Path, nam
         lines.append("(Validation points on the curve use an evenly spaced subset of the validation blocks when "
                      "`max_eval_blocks` is set; the validation loss in the table uses all of them.)")  # fmt: skip
     return "\n".join(lines)
+
+
+def _quality_warnings(metrics: dict[str, Any]) -> list[str]:
+    """Why a pretrained model may be worthless: a budget too small to train it, a loss at chance."""
+    warnings = []
+    budget = metrics.get("budget") or {}
+    if budget.get("too_small"):
+        more = budget["sufficient_budget_minutes"] - budget["time_budget_minutes"]
+        warnings.append(
+            f"pretraining's time ({budget['time_budget_minutes']:g} min) was too short to train a model clearly "
+            f"better than chance on this machine (said before training started); it needed about "
+            f"{budget['sufficient_budget_minutes']:g} min: raise --time_budget by at least {more:.2g} min"
+        )
+    if metrics.get("better_than_chance") is False:
+        warnings.append(
+            f"validation loss {metrics['eval_loss']:.3f} is no better than chance (ln {metrics['vocab_size']} "
+            f"= {metrics['chance_loss']:.3f}): this model has learned nothing useful"
+        )
+    return warnings
 
 
 def _samples_section(samples: list[dict[str, Any]]) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 from .hardware import describe_machine
 
 RECORD_FILE = "speedrun.json"
+MIN_STAGE_SECONDS = 3.0  # 0.05 min: what --time_budget shows with three decimals
 
 
 class StageFailed(RuntimeError):
@@ -90,6 +91,9 @@ def run_stages(
             left = budget_minutes * 60 - (time.perf_counter() - started)
             left -= sum(s.reserve_seconds for s in to_run[1:])  # what the later stages need at least
             share = max(left, 0.0) * stage.weight / sum(s.weight for s in to_run if s.budget_flag)
+            # Never a budget of zero (a stage refuses it): a spent budget leaves a stage its minimum, and the
+            # stage says the time is too short.
+            share = max(share, MIN_STAGE_SECONDS)
             entry["budget_seconds"] = share
             command += [stage.budget_flag, f"{share / 60:.3f}"]
         if resume and stage.output_dir.exists():

@@ -7,20 +7,25 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from transformers import DataCollatorForLanguageModeling
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainerState
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.budget import (
     CHINCHILLA_TOKENS_PER_PARAMETER,
+    MIN_USEFUL_STEPS,
     SIZE_LADDER,
     TRAINING_SHARE,
+    BudgetArguments,
     choose_model_size,
     max_steps_for_budget,
     measure_seconds_per_step,
+    most_useful_parameters,
     non_embedding_parameters,
     plan_to_budget,
     training_flops_per_token,
 )
+from hf_scratchgpt.cli import InvalidArgumentsError, parse_args
+from hf_scratchgpt.schedule import DeadlineLR, DeadlineSchedule, fit_steps_to_schedule, schedule_shape
 from hf_scratchgpt.training import ScratchGPTTrainingArguments
 
 VOCAB = 4096
@@ -182,3 +187,166 @@ def test_several_precisions_are_measured_and_the_fastest_kept():
     assert plan.precision == "fp32" and plan.precision_seconds_per_step == {"bf16": 2.0, "fp32": 1.0}
     assert calls[:2] == [("tiny", "bf16"), ("tiny", "fp32")]
     assert all(precision == "fp32" for _, precision in calls[2:])  # the chosen size is measured in fp32
+
+
+# --- the schedule follows the clock (hf_scratchgpt.schedule), driven by a fake clock and fake slow steps ---
+
+
+class FakeClock:
+    """A clock that only moves when a step "takes" time: no real waiting, no timing in the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowSteps(TrainerCallback):
+    """Every optimizer step takes ``seconds`` of the fake clock (before the scheduler reads it)."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock, self.seconds = clock, seconds
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.clock.now += self.seconds
+
+
+def run_against_the_clock(
+    tmp_path, step_seconds: float, planned_steps: int = 20, window: float = 10.0, **settings
+):
+    """Train a tiny model whose plan said ``planned_steps`` fit in ``window`` seconds, with steps that
+    really take ``step_seconds``; returns the trainer, the schedule and the learning rate of every step."""
+    tokenizer = ScratchGPTTokenizer()
+    config = ScratchGPTConfig.from_preset("tiny", vocab_size=len(tokenizer), num_hidden_layers=1, hidden_size=32,
+                                          num_attention_heads=2, max_position_embeddings=16)  # fmt: skip
+    blocks = Dataset.from_dict({"input_ids": [[i % 200 + 5] * 16 for i in range(64)]})
+    args = ScratchGPTTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, report_to="none", use_cpu=True, precision="fp32",
+        learning_rate=1e-3, lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr": 1e-4},
+        warmup_steps=2, logging_steps=1, eval_strategy="steps", save_strategy="no", disable_tqdm=True,
+        **settings,
+    )  # fmt: skip
+    clock = FakeClock()
+    warmup = fit_steps_to_schedule(args, planned_steps)
+    schedule = DeadlineSchedule(clock() + window, warmup, clock=clock)
+    trainer = Trainer(model=ScratchGPTForCausalLM(config), args=args, train_dataset=blocks, eval_dataset=blocks.select(range(4)),
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+                      callbacks=[SlowSteps(clock, step_seconds), schedule])  # fmt: skip
+    schedule.install(trainer)
+    trainer.train()
+    rates = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    return trainer, schedule, rates
+
+
+def test_a_machine_slower_than_measured_still_warms_up_decays_and_stops_at_the_deadline(tmp_path):
+    # The probe said 0.5 s/step (20 steps in 10 s); the steps really take 1 s: half the steps, whole schedule.
+    trainer, schedule, rates = run_against_the_clock(tmp_path, step_seconds=1.0)
+    assert trainer.state.global_step == schedule.stopped_at_step == 10
+    assert schedule.progress == 1.0 and trainer.state.max_steps == 40  # twice the plan: only a bound
+    assert max(rates) == pytest.approx(1e-3, rel=0.05)  # warmed up to the peak
+    assert rates[-1] < 1.5e-4  # and decayed to about min_lr (a step-based cosine would stop near 5.5e-4)
+    assert rates == sorted(rates[: rates.index(max(rates)) + 1]) + sorted(
+        rates[rates.index(max(rates)) + 1 :], reverse=True
+    )
+    # The evaluations come at fifths of the time, the last one at the deadline.
+    eval_steps = [entry["step"] for entry in trainer.state.log_history if "eval_loss" in entry]
+    assert eval_steps == [2, 4, 6, 8, 10]
+
+
+def test_a_machine_faster_than_measured_ends_the_schedule_at_max_steps(tmp_path):
+    trainer, schedule, rates = run_against_the_clock(tmp_path, step_seconds=0.1)  # 40 steps take 4 of 10 s
+    assert trainer.state.global_step == 40 and schedule.progress == 1.0
+    assert rates[-1] < 1.5e-4
+
+
+def test_the_schedule_keeps_the_shape_transformers_gives_it():
+    args = ScratchGPTTrainingArguments(output_dir="unused", learning_rate=2e-3, lr_scheduler_type="cosine_with_min_lr",
+                                       lr_scheduler_kwargs={"min_lr": 2e-4}, use_cpu=True, precision="fp32")  # fmt: skip
+    shape = schedule_shape(args, warmup_fraction=0.1)
+    assert shape(0.0) == 0.0 and shape(0.05) == pytest.approx(0.5) and shape(0.1) == pytest.approx(1.0)
+    assert shape(1.0) == pytest.approx(0.1)  # min_lr / learning_rate
+    assert shape(0.55) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-3)  # halfway through the cosine
+    args.lr_scheduler_type = "reduce_lr_on_plateau"
+    with pytest.raises(ValueError, match="--lr_scheduler_type reduce_lr_on_plateau.*cosine"):
+        schedule_shape(args, 0.1)
+
+
+def test_a_resumed_run_continues_the_schedule_from_its_checkpoint(tmp_path):
+    clock = FakeClock()
+    optimizer = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=1.0)
+    schedule = DeadlineSchedule(clock() + 100, warmup_fraction=0.0, clock=clock)
+    scheduler = DeadlineLR(optimizer, schedule, shape=lambda progress: 1.0 - progress)
+    schedule.progress = 0.6
+    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pt")  # as Trainer checkpoints it
+
+    # A new process, with a new deadline (its own budget): the schedule goes on from 0.6 to 1 by then.
+    resumed = DeadlineSchedule(clock() + 50, warmup_fraction=0.0, clock=clock)
+    fresh = DeadlineLR(
+        torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=1.0), resumed, lambda p: 1.0 - p
+    )
+    fresh.load_state_dict(torch.load(tmp_path / "scheduler.pt", weights_only=True))
+    assert resumed.progress == 0.6 and fresh.get_last_lr() == scheduler.get_last_lr()
+    resumed.on_train_begin(None, TrainerState(max_steps=1000), None)
+    clock.now += 25  # half of the new window
+    assert resumed.measure(step=10) == pytest.approx(0.8)
+
+
+# --- a small corpus, a budget too small, a budget that makes no sense ---
+
+
+def test_a_small_corpus_buys_a_larger_model_instead_of_more_epochs():
+    budget, speed = 900.0, needed_flops(SIZE_LADDER[1]) / 900.0 * 1.5  # 1.5x nano's optimum, short of micro's
+    unlimited = choose_model_size(speed, budget, config_for)
+    assert unlimited.size.name == "nano" and "Chinchilla" in unlimited.rule
+    corpus = unlimited.affordable_tokens / 10  # nano would see 10 epochs of this corpus
+    constrained = choose_model_size(speed, budget, config_for, corpus_tokens=corpus)
+    assert constrained.size.name == "micro" and "Muennighoff" in constrained.rule
+    # micro sees at least 4 epochs (4.3 here), and fits what the corpus can train; the next rung does not.
+    assert (
+        4 * corpus <= constrained.affordable_tokens < 5 * corpus
+        and "epochs of the corpus" in constrained.rule
+    )
+    assert constrained.non_embedding_parameters <= most_useful_parameters(corpus, 20)
+    assert non_embedding_parameters(config_for(SIZE_LADDER[3])) > most_useful_parameters(corpus, 20)
+    # A corpus large enough for the Chinchilla optimum changes nothing.
+    plenty = choose_model_size(speed, budget, config_for, corpus_tokens=unlimited.affordable_tokens)
+    assert plenty.size == unlimited.size
+
+
+def test_a_tiny_corpus_does_not_buy_a_model_larger_than_it_can_train():
+    fast = choose_model_size(1e13, 900.0, config_for)  # plenty of compute: a large rung with unlimited text
+    assert SIZE_LADDER.index(fast.size) >= 3
+    tiny_corpus = choose_model_size(1e13, 900.0, config_for, corpus_tokens=20_000)
+    assert tiny_corpus.size == SIZE_LADDER[0]  # (1 + 5.3) x 4 x 20k / 20 = 25k parameters: the smallest rung
+    assert most_useful_parameters(20_000, 20) == pytest.approx(25_200)
+
+
+def fixed_speed_probe(seconds_per_step: float):
+    def probe(size):
+        return config_for(SIZE_LADDER[1]), 4096, seconds_per_step
+
+    return probe
+
+
+def test_a_budget_too_small_for_a_useful_model_says_what_would_be_enough():
+    plan = plan_to_budget(lambda: 20.0, fixed_speed_probe(1.0), config_for, size_open=False)
+    assert plan.max_steps == 17 and plan.too_small  # 20 s x 0.85 at 1 s/step
+    assert plan.seconds_short == pytest.approx((MIN_USEFUL_STEPS - 17) / TRAINING_SHARE)
+    enough = plan_to_budget(
+        lambda: 20.0 + plan.seconds_short, fixed_speed_probe(1.0), config_for, size_open=False
+    )
+    assert enough.max_steps == MIN_USEFUL_STEPS and not enough.too_small
+    assert not plan_to_budget(lambda: 600.0, fixed_speed_probe(1.0), config_for, size_open=False).too_small
+
+
+@pytest.mark.parametrize("value", ["-3", "0"])
+def test_a_time_budget_of_zero_or_less_is_refused_naming_the_flag(value):
+    with pytest.raises(
+        InvalidArgumentsError, match=rf"--time_budget {value}: must be a positive number of minutes"
+    ):
+        parse_args((BudgetArguments,), ["--time_budget", value])
+    with pytest.raises(InvalidArgumentsError, match="--budget_probe_steps 1: must be 2 or more"):
+        parse_args((BudgetArguments,), ["--budget_probe_steps", "1"])
+    assert parse_args((BudgetArguments,), ["--time_budget", "0.5"])[0].time_budget == 0.5
+    assert parse_args((BudgetArguments,), [])[0].time_budget is None

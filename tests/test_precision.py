@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+import yaml
 from conftest import REPO, tiny_model
 
 from hf_scratchgpt import hardware
@@ -114,3 +117,17 @@ def test_a_script_can_switch_to_the_precision_it_measured_faster(cpu_with, tmp_p
     assert (args.precision, args.bf16, args.mixed_precision) == ("fp32", False, "no")
     assert ScratchGPTTrainer(model=tiny_model(), args=args).accelerator.mixed_precision == "no"
     assert forward_dtype(args) == torch.float32
+
+
+def test_no_recipe_forces_the_cpu_and_auto_picks_bf16_on_a_bf16_gpu(monkeypatch):
+    # Trainer picks CUDA, then MPS, then the CPU unless --use_cpu true; a recipe must not take that away.
+    for recipe in sorted((REPO / "training" / "configs").glob("*.yaml")):
+        assert "use_cpu" not in yaml.safe_load(recipe.read_text()), recipe.name
+    use_cpu = next(f for f in dataclasses.fields(ScratchGPTTrainingArguments) if f.name == "use_cpu").default
+    assert use_cpu is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert hardware.resolve_precision("auto", use_cpu) == "bf16"
+    assert hardware.machine_summary(hardware.describe_machine(use_cpu)).startswith("1 x NVIDIA H200")

@@ -18,8 +18,10 @@ from conftest import REPO, load_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
+from hf_scratchgpt.budget import BudgetArguments
 from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import DataError
+from hf_scratchgpt.optim import MuonWithAdamW, OptimizerArguments, muon_parameter_names
 from hf_scratchgpt.pretraining import DataArguments, ModelArguments, build_model
 from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
@@ -89,23 +91,82 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
         parse_args((ModelArguments,), ["--config", str(tmp_path / "missing.yaml")])
 
 
+PRETRAIN_ARGUMENTS = (
+    ModelArguments,
+    DataArguments,
+    BudgetArguments,
+    OptimizerArguments,
+    ScratchGPTTrainingArguments,
+)
+
+
 def test_shipped_recipes_parse_and_match_nanogpt():
-    for name in ("tiny.yaml", "shakespeare_char.yaml", "gpt2_124m.yaml"):  # the pretraining recipes
+    for name in ("tiny.yaml", "shakespeare_char.yaml", "shakespeare_char_modern.yaml", "gpt2_124m.yaml"):
         recipe = REPO / "training" / "configs" / name
         # --use_cpu: the GPU recipe would otherwise look for a GPU.
-        parse_args(
-            (ModelArguments, DataArguments, ScratchGPTTrainingArguments),
-            ["--config", str(recipe), "--use_cpu", "true"],
+        parse_args(PRETRAIN_ARGUMENTS, ["--config", str(recipe), "--use_cpu", "true"])
+    recipes = {
+        name: parse_args(
+            PRETRAIN_ARGUMENTS, ["--config", str(REPO / "training" / "configs" / f"{name}.yaml")]
         )
-    model_args, data_args, args = parse_args(
-        (ModelArguments, DataArguments, ScratchGPTTrainingArguments),
-        ["--config", str(REPO / "training" / "configs" / "shakespeare_char.yaml")],
-    )
+        for name in ("shakespeare_char", "shakespeare_char_modern")
+    }
+    model_args, data_args, _, optim_args, args = recipes["shakespeare_char"]
     assert model_args.model_overrides == {"num_hidden_layers": 4, "num_attention_heads": 4, "hidden_size": 128,
                                           "max_position_embeddings": 64}  # fmt: skip
-    assert model_args.tokenizer_name_or_path == "byte"
+    assert model_args.tokenizer_name_or_path == "byte" and not optim_args.muon
     assert (data_args.block_size, data_args.split_mode, data_args.validation_fraction) == (64, "tail", 0.1)
     assert (args.max_steps, args.per_device_train_batch_size, args.learning_rate) == (2000, 12, 1e-3)
+    # The modern recipe: same shapes, data, batch, steps and precision; another architecture and optimizer.
+    modern_model, modern_data, _, modern_optim, modern_args = recipes["shakespeare_char_modern"]
+    reference, modern = (
+        ScratchGPTConfig.from_preset(m.preset, **m.model_overrides) for m in (model_args, modern_model)
+    )
+    for shape in ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size",
+                  "max_position_embeddings"):  # fmt: skip
+        assert getattr(modern, shape) == getattr(reference, shape), shape
+    assert modern.position_embedding_type == "rope" and modern_optim.muon
+    assert modern_data == data_args and modern_model.tokenizer_name_or_path == "byte"
+    for setting in (
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "precision",
+        "seed",
+    ):
+        assert getattr(modern_args, setting) == getattr(args, setting), setting
+
+
+def test_muon_trains_the_block_matrices_and_adamw_the_rest(tmp_path):
+    model = ScratchGPTForCausalLM(
+        ScratchGPTConfig.from_preset("tiny-modern", vocab_size=300, num_hidden_layers=2)
+    )
+    names = set(muon_parameter_names(model))
+    matrices = {n for n, p in model.named_parameters() if p.ndim == 2}
+    assert names == matrices - {"transformer.wte.weight", "lm_head.weight"} and names
+    args = ScratchGPTTrainingArguments(output_dir=str(tmp_path), learning_rate=3e-3, weight_decay=0.1, use_cpu=True,
+                                       precision="fp32", report_to="none")  # fmt: skip
+    optimizer = MuonWithAdamW(model, args, learning_rate=1e-2)
+    muon_params = {id(p) for group in optimizer.muon.param_groups for p in group["params"]}
+    assert muon_params == {id(p) for n, p in model.named_parameters() if n in names}
+    assert [group["lr"] for group in optimizer.param_groups] == [1e-2, 3e-3, 3e-3]
+    # A scheduler's change reaches the inner optimizers, also after a checkpoint is loaded.
+    optimizer.load_state_dict(optimizer.state_dict())
+    optimizer.param_groups[0]["lr"] = 5e-3
+    assert optimizer.muon.param_groups[0]["lr"] == 5e-3
+
+
+def test_a_run_with_muon_resumes_with_the_same_losses(corpus_file, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    muon = ("--muon", "true", "--max_steps", "8")
+    pretrain_main(small_run_argv(corpus_file, full, *muon, "--save_strategy", "steps", "--save_steps", "4"))
+    pretrain_main(
+        small_run_argv(corpus_file, resumed, *muon, "--resume_from_checkpoint", str(full / "checkpoint-4"))
+    )
+    uninterrupted, continued = logged_losses(full), logged_losses(resumed)
+    assert uninterrupted[8] < uninterrupted[1]
+    for step in (5, 6, 7, 8):
+        assert continued[step] == pytest.approx(uninterrupted[step], abs=1e-6), step
 
 
 def test_short_run_lowers_validation_loss_and_saves_a_loadable_model(corpus_file, tmp_path):

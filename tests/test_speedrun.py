@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import load_script
+from datasets import load_from_disk
 from transformers import AutoModelForCausalLM
 
+from hf_scratchgpt.cli import InvalidArgumentsError
+from hf_scratchgpt.hardware import cpu_model_name
+from hf_scratchgpt.pretraining import corpus_prompts
 from hf_scratchgpt.speedrun import Stage, StageFailed, check_run_dir, run_stages
 
 speedrun = load_script("training/speedrun.py")
@@ -115,11 +120,19 @@ def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
         "--eval_strategy", "steps",
     ])  # fmt: skip
     plan = json.loads((out / "budget.json").read_text())
-    assert plan["size"]["name"] in {"pico", "nano", "micro", "tiny"} and "Chinchilla" in plan["size_rule"]
-    assert metrics["max_steps"] == plan["max_steps"] >= 10 and metrics["budget"] == plan
-    assert 0 < metrics["train_steps"] <= plan["max_steps"]  # the deadline may stop it a little early
+    assert (
+        plan["size"]["name"] in {"pico", "nano", "micro", "tiny"} and "the largest model" in plan["size_rule"]
+    )
+    assert plan["corpus_tokens"] > 0 and "epochs of the corpus" in plan["size_rule"]
+    # max_steps is only a bound (twice the plan): the schedule follows the clock to the deadline.
+    assert metrics["max_steps"] == 2 * plan["planned_steps"] >= 20 and metrics["budget"] == plan
+    assert 0 < metrics["train_steps"] <= metrics["max_steps"]
     assert metrics["tokens_seen"] == metrics["train_steps"] * 2 * metrics["block_size"]
+    assert metrics["epochs"] == pytest.approx(
+        metrics["tokens_seen"] / (metrics["train_blocks"] * metrics["block_size"])
+    )
     assert metrics["non_embedding_parameters"] < metrics["num_parameters"]
+    assert metrics["device"] == f"cpu: {cpu_model_name()}" and metrics["better_than_chance"]
 
 
 def fake_stage(name: str, run: Path, **settings) -> Stage:
@@ -165,3 +178,36 @@ def test_a_stage_that_writes_no_metrics_has_failed(tmp_path):
         StageFailed, match=r"(?s)'broken' failed \(no metrics.json.*Resume with:\n    make it so"
     ):
         run_stages([fake_stage("ok", run), broken], run, None, False, "make it so")
+
+
+@pytest.mark.parametrize("budget", ["-3", "0"])
+def test_a_time_budget_of_zero_or_less_is_refused_before_anything_is_loaded(corpus, tmp_path, budget):
+    with pytest.raises(InvalidArgumentsError, match=rf"--time_budget {budget}: must be a positive number"):
+        pretrain.main(["--data", str(tmp_path / "never read.txt"), "--output_dir", str(tmp_path / "out"),
+                       "--time_budget", budget])  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    if budget == "-3":  # the main job's --time_budget 0 means "no budget", as its help says
+        with pytest.raises(InvalidArgumentsError, match="--time_budget -3: must be a positive number"):
+            speedrun.main(small_job(tmp_path / "run", corpus, "--time_budget", budget))
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_too_small_is_said_before_training_and_marked_in_the_report(corpus, tmp_path, capfd):
+    run = tmp_path / "run"
+    report = speedrun.main(small_job(run, corpus, "--time_budget", "0.05", "--budget_probe_steps", "2"))
+    output = capfd.readouterr().out
+    warning = output.index("WARNING: --time_budget")
+    assert warning < output.index("'train_runtime'")  # said before training started
+    assert re.search(r"needs at least 50 .* A budget of about [0-9.]+ min would buy them", output[warning:])
+    plan = json.loads((run / "pretrain" / "budget.json").read_text())
+    assert plan["too_small"] and plan["sufficient_budget_minutes"] > plan["time_budget_minutes"]
+    text = report.read_text()
+    assert (
+        "**Warning**: pretraining's time" in text
+        and f"needed about {plan['sufficient_budget_minutes']:g} min" in text
+    )
+    assert f"**Device**: cpu: {cpu_model_name()}" in text
+    # The samples stage prompted with the corpus's own first words, not with fixed story openings.
+    samples = json.loads((run / "samples" / "samples.json").read_text())
+    expected = corpus_prompts(row["text"] for row in load_from_disk(run / "data")["validation"])
+    assert len(expected) == 3 and {sample["prompt"] for sample in samples} == set(expected)

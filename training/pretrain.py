@@ -3,52 +3,56 @@
     python training/pretrain.py --config training/configs/tiny.yaml
     python training/pretrain.py --config training/configs/tiny.yaml --time_budget 10    # minutes, sizes the run
     python training/pretrain.py --config training/configs/shakespeare_char.yaml --max_steps 200
+    python training/pretrain.py --config training/configs/shakespeare_char_modern.yaml    # modern recipe + Muon
     accelerate launch --config_file training/accelerate/ddp.yaml training/pretrain.py --config ...
 
 Reads text (a Hub id, files, a folder, or the data stage's saved split: --data RUN/data) and a tokenizer
 (--tokenizer_name_or_path, `byte`, or none to train one on the training split); writes --output_dir: the model
 and tokenizer (loadable with the Auto classes), checkpoints, samples.jsonl, budget.json (how the run was fitted
-to --time_budget) and, last, metrics.json. Every field of ModelArguments / DataArguments
-(hf_scratchgpt.pretraining), BudgetArguments (hf_scratchgpt.budget) and TrainingArguments can be set in the
-YAML file or on the command line.
+to --time_budget) and, last, metrics.json. With --time_budget, warmup and decay follow the clock and end at the
+deadline (hf_scratchgpt.schedule). Every field of ModelArguments / DataArguments (hf_scratchgpt.pretraining),
+BudgetArguments (hf_scratchgpt.budget), OptimizerArguments (hf_scratchgpt.optim: --muon) and TrainingArguments
+can be set in the YAML file or on the command line.
 """
 
-import copy
 import json
 import logging
+import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling, set_seed
+from transformers import DataCollatorForLanguageModeling, TrainerCallback, set_seed
 
 from hf_scratchgpt.alignment import align_model_and_tokenizer
 from hf_scratchgpt.budget import (
     BudgetArguments,
     ModelSize,
-    TimeBudgetCallback,
-    measure_seconds_per_step,
+    better_than_chance,
     non_embedding_parameters,
-    plan_to_budget,
     tokens_per_step,
 )
 from hf_scratchgpt.cards import write_model_card
 from hf_scratchgpt.checkpoints import resume_requested
-from hf_scratchgpt.cli import parse_args
+from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.data import score_blocks, token_byte_lengths, tokenize_and_pack
 from hf_scratchgpt.hardware import describe_machine
+from hf_scratchgpt.optim import OptimizerArguments, trainer_optimizer_kwargs
 from hf_scratchgpt.pretraining import (
     DataArguments,
     ModelArguments,
+    budget_warning,
     build_model,
     check_block_size,
     context_length,
+    corpus_prompts,
+    device_description,
     load_splits,
     load_tokenizer,
     model_config,
-    size_is_open,
+    plan_budget,
 )
+from hf_scratchgpt.schedule import DeadlineSchedule, fit_steps_to_schedule
 from hf_scratchgpt.training import (
     SampleGenerationCallback,
     ScratchGPTTrainer,
@@ -59,10 +63,13 @@ from hf_scratchgpt.training import (
 logger = logging.getLogger("pretrain")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None = None) -> dict:
+    """Run pretraining with ``argv`` (default: the command line); ``callbacks`` join the Trainer's (benchmarks
+    use them to time the steps). Returns the metrics written to metrics.json."""
     started = time.perf_counter()
-    model_args, data_args, budget_args, training_args = parse_args(
-        (ModelArguments, DataArguments, BudgetArguments, ScratchGPTTrainingArguments), argv
+    model_args, data_args, budget_args, optim_args, training_args = parse_args(
+        (ModelArguments, DataArguments, BudgetArguments, OptimizerArguments, ScratchGPTTrainingArguments),
+        argv,
     )
     # INFO on the main process; other ranks follow --log_level_replica (default: warnings only).
     logging.basicConfig(
@@ -87,89 +94,39 @@ def main(argv: list[str] | None = None) -> dict:
         block_size = check_block_size(data_args.block_size, context)
         with training_args.main_process_first(desc=f"tokenizing and packing {split}"):
             return tokenize_and_pack(
-                splits[split], tokenizer, block_size, num_proc=data_args.preprocessing_num_workers
+                splits[split],
+                tokenizer,
+                block_size,
+                num_proc=data_args.preprocessing_num_workers,
+                split=split,
             )
 
-    # 2. Fit the run to the time budget: measure this machine, pick the size if none was given, set max_steps.
+    # 2. Fit the run to the time budget: measure this machine, pick the size if none was given, plan the steps.
     budget_file = output_dir / "budget.json"
-    size = None
-    if (
-        budget_args.time_budget
-        and resume_requested(training_args.resume_from_checkpoint)
-        and budget_file.is_file()
-    ):
-        plan = json.loads(budget_file.read_text())  # a resumed run keeps its size and schedule
-    elif budget_args.time_budget:
-
-        def probe(rung, precision=None):
-            model = build_model(
-                model_args, tokenizer, model_config(model_args, tokenizer, rung) if rung else None
-            )
-            config = model.config
-            train = blocks_for(config.max_position_embeddings, "train")
-            args = training_args
-            if precision:
-                args = copy.deepcopy(training_args)
-                args.switch_precision(precision)
-            seconds = measure_seconds_per_step(
-                model, train, args, collator, budget_args.budget_probe_steps, ScratchGPTTrainer
-            )
-            return config, tokens_per_step(training_args, len(train[0]["input_ids"])), seconds
-
-        cpu_bf16_is_a_guess = (
-            training_args.precision_requested == "auto"
-            and training_args.precision == "bf16"
-            and training_args.use_cpu
-        )
-        validation_texts = list(splits["validation"]["text"])
-        validation_tokens = sum(map(len, tokenizer(validation_texts, verbose=False)["input_ids"]))
-        validation_blocks = validation_tokens / 256  # in blocks of 256 tokens (the cost is per token)
-
-        def evaluation_seconds(seconds_per_step: float) -> float:
-            # A forward pass costs about a third of a training step. The evaluations during training (every
-            # fifth of the run, on the curve subset) and the final one (every validation block).
-            per_block = seconds_per_step / (3 * training_args.per_device_train_batch_size)
-            curve = min(validation_blocks, data_args.max_eval_blocks or validation_blocks)
-            return per_block * (6 * curve + validation_blocks)
-
-        fitted = plan_to_budget(
-            seconds_left=lambda: budget_args.time_budget * 60 - (time.perf_counter() - started),
-            probe=probe,
-            config_for=lambda rung: model_config(model_args, tokenizer, rung),
-            size_open=size_is_open(model_args),
-            evaluation_seconds=evaluation_seconds,
-            # A CPU's bf16 instructions do not pay off at every size (small matrices, casts): under
-            # --precision auto, measure fp32 too and keep the faster.
-            precisions=("bf16", "fp32") if cpu_bf16_is_a_guess else (),
-        )
-        plan = {
-            "time_budget_minutes": budget_args.time_budget,
-            "max_steps": fitted.max_steps,
-            "seconds_per_step": fitted.seconds_per_step,
-            "flops_per_second": fitted.flops_per_second,
-            "planned_tokens": fitted.tokens,
-            "size": asdict(fitted.size) if fitted.size else None,
-            "size_rule": fitted.size_rule or "fixed by --preset / --model_config / --model_name_or_path",
-            "precision": fitted.precision or training_args.precision,
-            "precision_seconds_per_step": fitted.precision_seconds_per_step,
-        }
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            shared = [plan]  # every rank must train the same size for the same number of steps
-            torch.distributed.broadcast_object_list(shared, src=0)
-            plan = shared[0]
+    optimizer = trainer_optimizer_kwargs(optim_args, training_args)  # Muon + AdamW with --muon
+    size, plan, schedule = None, None, None
     if budget_args.time_budget:
+        if resume_requested(training_args.resume_from_checkpoint) and budget_file.is_file():
+            plan = json.loads(budget_file.read_text())  # a resumed run keeps its size and schedule
+        else:
+            plan = plan_budget(budget_args, model_args, data_args, training_args, tokenizer, splits, blocks_for,
+                               collator, started, ScratchGPTTrainer, optimizer)  # fmt: skip
         size = plan["size"]
-        if plan["precision"] != training_args.precision:
-            training_args.switch_precision(plan["precision"])  # before any Trainer reads it
-        training_args.max_steps = plan["max_steps"]
-        training_args.warmup_steps = min(training_args.warmup_steps, max(1, plan["max_steps"] // 10))
-        training_args.eval_steps = training_args.save_steps = max(1, plan["max_steps"] // 5)
+        if plan["precision"] != training_args.precision or plan["precision_seconds_per_step"]:
+            # Before any Trainer reads it; probes in another precision also left Accelerate's state behind.
+            training_args.switch_precision(plan["precision"])
         if size:
             training_args.learning_rate = size["learning_rate"]
+        # Warmup and decay follow the clock to the deadline, which keeps back the final evaluation and save.
+        warmup = fit_steps_to_schedule(training_args, plan["planned_steps"])
+        deadline = started + budget_args.time_budget * 60 - plan["final_reserve_seconds"]
+        schedule = DeadlineSchedule(deadline, warmup)
         if training_args.process_index == 0:
             budget_file.write_text(json.dumps(plan, indent=2) + "\n")
-            print(f"time budget {budget_args.time_budget} min: {plan['size_rule']}; {plan['max_steps']} steps "
-                  f"at {plan['seconds_per_step']:.3f} s/step")  # fmt: skip
+            print(f"time budget {budget_args.time_budget:g} min: {plan['size_rule']}; about {plan['planned_steps']} "
+                  f"steps at {plan['seconds_per_step']:.3f} s/step, the schedule ending at the deadline")  # fmt: skip
+            if warning := budget_warning(plan, len(tokenizer)):
+                print(f"WARNING: {warning}", flush=True)  # next to the plan, before training starts
 
     # 3. The model and its blocks.
     model = build_model(
@@ -187,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # 4. Train.
+    prompts = data_args.sample_prompts or corpus_prompts(row["text"] for row in splits["validation"])
     trainer = ScratchGPTTrainer(
         model=model,
         args=training_args,
@@ -195,14 +153,14 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=collator,
         processing_class=tokenizer,
         callbacks=[
-            SampleGenerationCallback(tokenizer, data_args.sample_prompts, data_args.sample_max_new_tokens)
+            SampleGenerationCallback(tokenizer, prompts, data_args.sample_max_new_tokens),
+            *(callbacks or []),
         ],
+        **optimizer,
     )
-    if budget_args.time_budget:
-        # A safety net under the plan: if this machine turns out slower than measured (another process on the
-        # CPU), stop in time for the final evaluation and save rather than overrun the budget.
-        budget_seconds = budget_args.time_budget * 60
-        trainer.add_callback(TimeBudgetCallback(started + budget_seconds - max(10.0, 0.05 * budget_seconds)))
+    if schedule:
+        trainer.add_callback(schedule)
+        schedule.install(trainer)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()  # model + tokenizer, loadable with the Auto classes
     trainer.save_state()
@@ -225,12 +183,17 @@ def main(argv: list[str] | None = None) -> dict:
             "train_blocks": len(train_blocks),
             "block_size": block_size,
             "max_steps": trainer.state.max_steps,
-            "train_steps": trainer.state.global_step,  # fewer than max_steps if the budget's deadline stopped it
-            "tokens_seen": trainer.state.global_step * tokens_per_step(training_args, block_size),
+            "train_steps": trainer.state.global_step,  # with a budget: where the deadline ended the schedule
+            "tokens_seen": (tokens := trainer.state.global_step * tokens_per_step(training_args, block_size)),
+            "epochs": tokens / (len(train_blocks) * block_size),
             "num_parameters": model.num_parameters(),
             "non_embedding_parameters": non_embedding_parameters(model.config),
             "vocab_size": len(tokenizer),
+            # A model that learned nothing guesses uniformly over the vocabulary.
+            "chance_loss": math.log(len(tokenizer)),
+            "better_than_chance": better_than_chance(validation["loss"], len(tokenizer)),
             "precision": training_args.precision,
+            "device": device_description(training_args.device),
             "machine": describe_machine(training_args.use_cpu),
             "world_size": training_args.world_size,
             "budget": plan if budget_args.time_budget else None,
@@ -240,13 +203,16 @@ def main(argv: list[str] | None = None) -> dict:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"validation loss {validation['loss']:.4f}, {validation['bits_per_byte']:.3f} bits/byte; "
               f"model in {output_dir}")  # fmt: skip
+        if not metrics["better_than_chance"]:
+            logger.warning("validation loss %.3f is no better than chance (ln %d = %.3f): train longer (a larger "
+                           "--time_budget or --max_steps).", validation["loss"], len(tokenizer), metrics["chance_loss"])  # fmt: skip
         return metrics
     return {}
 
 
 if __name__ == "__main__":
     try:
-        main()
+        run_script(main)
     finally:
         # Under torchrun / accelerate, leaving the process group alive aborts the process at exit.
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -34,6 +34,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hf_scratchgpt.cards import write_model_card
+from hf_scratchgpt.cli import InvalidArgumentsError, run_script
 from hf_scratchgpt.report import build_report
 from hf_scratchgpt.speedrun import Stage, StageFailed, check_run_dir, run_stages
 
@@ -66,6 +67,13 @@ class SpeedrunArguments:
     judge_model: str | None = field(
         default=None, metadata={"help": "A local chat model (folder or Hub id) to judge instruction answers."}
     )
+
+    def __post_init__(self) -> None:
+        if self.time_budget < 0:  # would silently mean "no budget" and pretrain the config's 1,000 steps
+            raise InvalidArgumentsError(
+                f"--time_budget {self.time_budget:g}: must be a positive number of minutes (default 15), or 0 to "
+                "run without a budget."
+            )
 
 
 def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> Path:
               budget_flag=None if "--max_steps" in pretrain_options else "--time_budget",
               resume_args=["--resume_from_checkpoint", "latest"]),
         Stage("samples", [python, str(REPO / "eval" / "generate_samples.py"), "--model_name_or_path", pretrained,
-                          "--output_dir", str(run / "samples")],
+                          "--prompts_from", str(run / "data"), "--output_dir", str(run / "samples")],
               run / "samples"),
         Stage("classifier", [python, str(HERE / "finetune_classifier.py"), "--config", str(configs / "finetune_sms_spam.yaml"),
                              "--model_name_or_path", pretrained, "--train_file", sms,
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> Path:
         Stage("eval_lm", [python, str(REPO / "eval" / "run_lm_eval.py"), "--model_name_or_path", pretrained,
                           "--tasks", "arc_easy_local,arc_challenge_local,hellaswag_local,boolq_local,winogrande_local",
                           "--data_dir", str(Path(arc).parent), "--num_fewshot", "0", "--limit", str(args.eval_limit),
-                          "--device", "cpu", "--output_dir", str(run / "eval" / "lm_eval")],
+                          "--output_dir", str(run / "eval" / "lm_eval")],
               run / "eval" / "lm_eval", reserve_seconds=90, skip_reason=no_eval),
         Stage("eval_classification", [python, str(REPO / "eval" / "classification.py"), "--train_file", sms,
                                       "--headerless_label_text", "true", "--balance_classes", "undersample",
@@ -177,4 +185,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
