@@ -1,13 +1,14 @@
-"""One configuration style for every script: dataclasses + ``HfArgumentParser`` + optional YAML file.
+"""One configuration style for every script: dataclasses parsed by ``trl.TrlParser``, with an optional YAML file.
 
 ``--config FILE.yaml`` supplies defaults for any field of any of the script's dataclasses (including
 ``TrainingArguments``); anything given on the command line overrides the file. This is the pattern
 TRL's scripts use, so a recipe is a small YAML file and every knob stays scriptable.
 
-After parsing, every number is checked against one table of rules (``VALUE_RULES``: field name ->
-rule), applied to whichever of the script's dataclasses has that field, so ``--max_steps -5`` or
-``--block_size 0`` is refused up front with the flag named, in every script, instead of running
-something else (``TrainingArguments`` treats any negative ``max_steps`` as "train by epochs").
+Every number is checked against one table of rules (``VALUE_RULES``: field name -> rule) when its dataclass
+is built: the project's dataclasses run it from ``__post_init__`` (`ValidatedArguments`), and the parser
+runs it for any other dataclass it is given. So ``--max_steps -5`` or ``--block_size 0`` is refused up front
+with the flag named, in every script, instead of running something else (``TrainingArguments`` treats any
+negative ``max_steps`` as "train by epochs").
 
 Every script ends with ``if __name__ == "__main__": run_script(main)`` (the ``scratchgpt`` command calls
 `run_command` too): an error this project raises on purpose (`DataError`, `DiskFullError`, a refused
@@ -27,26 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-import yaml
-from transformers import HfArgumentParser
+from trl import TrlParser
 
 from .checkpoints import DamagedModelError, damaged_model_error, looks_like_model_folder, model_folder_problem
 
 # Set to 1 to see the full traceback of every error, the project's own messages included.
 DEBUG_ENV = "SCRATCHGPT_DEBUG"
 _PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _read_yaml(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"--config {path}: no such file. Pass a YAML file such as training/configs/*.yaml."
-        )
-    settings = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(settings, dict):
-        raise ValueError(f"--config {path}: expected a mapping of field: value at the top level.")
-    return settings
 
 
 class InvalidArgumentsError(ValueError):
@@ -161,40 +149,87 @@ def check_values(*settings: Any) -> None:
         raise InvalidArgumentsError("Invalid arguments:\n  " + "\n  ".join(problems))
 
 
-def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
-    """Parse ``argv`` into instances of ``dataclass_types``, with defaults taken from ``--config``.
+class ValidatedArguments:
+    """Mixin for an arguments dataclass: its numbers are checked against `VALUE_RULES` when it is built.
 
-    Unknown keys in the YAML file or on the command line raise an error that names them; nonsense
-    numbers raise ``InvalidArgumentsError`` (see ``VALUE_RULES``).
+    The check runs in ``__post_init__``, before any parent class's own (``TrainingArguments`` would turn
+    ``--eval_steps 0`` into ``--logging_steps`` without a word), so a nonsense value is refused naming the
+    flag whether the dataclass comes from a command line, a YAML file or Python. Put it first among the
+    bases: ``class SFTArguments(ValidatedArguments, PrecisionArguments, SFTConfig)``.
     """
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
 
-    parser = HfArgumentParser(dataclass_types)
-    parser.add_argument("--config", default=None, help="YAML file with defaults for any of the fields below.")
-    if known.config:
-        settings = _read_yaml(known.config)
-        fields = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
-        unknown = sorted(set(settings) - fields)
+    def __post_init__(self) -> None:
+        check_values(self)
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+
+
+class ArgumentParser(TrlParser):
+    """``trl.TrlParser``: ``--config FILE.yaml`` (also ``--config=FILE.yaml``) gives defaults for any field of
+    the dataclasses (and an ``env:`` mapping of environment variables), the command line overrides them.
+
+    Added: a missing config file or an unknown field in it is named with the valid fields; an unknown flag is
+    argparse's usage error; the numbers of a dataclass that does not check itself (one without
+    `ValidatedArguments`, e.g. a library's) are checked against `VALUE_RULES` before it is built.
+    """
+
+    def __init__(self, dataclass_types: Sequence[type]) -> None:
+        super().__init__(dataclass_types)
+        # Listed in --help; TrlParser takes `--config FILE` out of the arguments before argparse sees them.
+        self.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE.yaml",
+                          help="YAML file with defaults for any of the fields below.")  # fmt: skip
+        self.config_file: str | None = None
+        self._unchecked_fields = {
+            field.name
+            for cls in dataclass_types
+            if not issubclass(cls, ValidatedArguments)
+            for field in dataclasses.fields(cls)
+        }
+
+    def parse_args_and_config(self, args: Sequence[str] | None = None, **kwargs: Any) -> tuple[Any, ...]:
+        args = [part for arg in (sys.argv[1:] if args is None else args)
+                for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]  # fmt: skip
+        if "--config" in args:
+            if args.index("--config") == len(args) - 1:
+                self.error("argument --config: expected one argument (a YAML file)")
+            self.config_file = args[args.index("--config") + 1]
+            if not Path(self.config_file).is_file():
+                raise FileNotFoundError(
+                    f"--config {self.config_file}: no such file. Pass a YAML file such as training/configs/*.yaml."
+                )
+        return super().parse_args_and_config(args, **kwargs)
+
+    def set_defaults_with_config(self, **settings: Any) -> list[str]:
+        unknown = super().set_defaults_with_config(**settings)
         if unknown:
+            fields = sorted(action.dest for action in self._actions if action.dest not in ("help", "config"))
+            names = sorted(flag.removeprefix("--") for flag in unknown[::2])  # ["--name", "value", ...]
             raise ValueError(
-                f"--config {known.config}: unknown field(s) {unknown}. Valid fields: {sorted(fields)}."
+                f"--config {self.config_file}: unknown field(s) {names}. Valid fields: {fields}."
             )
-        parser.set_defaults(**settings)
-        # A field the YAML file sets is no longer required on the command line.
-        for action in parser._actions:
-            if action.dest in settings:
-                action.required = False
-    namespace, leftover = parser.parse_known_args(args=rest)
+        return unknown
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)
+        unchecked = {name: value for name, value in vars(parsed).items() if name in self._unchecked_fields}
+        check_values(argparse.Namespace(**unchecked))
+        return parsed, rest
+
+
+def parse_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+    """Parse ``argv`` (default: the command line) into instances of ``dataclass_types``, with defaults taken
+    from ``--config FILE.yaml`` (see `ArgumentParser`).
+
+    Unknown keys in the YAML file or on the command line raise an error that names them; nonsense numbers
+    raise `InvalidArgumentsError` naming every offending flag of a dataclass (see ``VALUE_RULES``).
+    """
+    parser = ArgumentParser(dataclass_types)
+    *instances, leftover = parser.parse_args_and_config(argv, return_remaining_strings=True)
     if leftover:
         parser.error(f"unrecognized arguments: {' '.join(leftover)}")
-    # Checked before the dataclasses are built: their own __post_init__ checks name the flag less clearly.
-    check_values(namespace)
-    instances = []
-    for cls in dataclass_types:
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        instances.append(cls(**{name: value for name, value in vars(namespace).items() if name in names}))
     return tuple(instances)
 
 
@@ -260,10 +295,12 @@ def run_script(main: Callable[[], Any]) -> NoReturn:
 
 
 __all__ = [
+    "ArgumentParser",
     "DEBUG_ENV",
     "VALUE_RULES",
     "InvalidArgumentsError",
     "Rule",
+    "ValidatedArguments",
     "check_values",
     "parse_args",
     "run_command",
