@@ -22,10 +22,10 @@ Example::
 """
 
 from .corpus import default_corpus_texts, load_default_dataset
-from .files import DataError
+from .files import SUPPORTED_EXTENSIONS, DataError
 from .metrics import language_model_scores, score_blocks, token_byte_lengths
 from .packing import tokenize_and_pack
-from .sources import SUPPORTED_EXTENSIONS, hub_is_reachable, load_text_dataset
+from .sources import hub_is_reachable, load_text_dataset
 from .splits import split_train_validation
 
 __all__ = [

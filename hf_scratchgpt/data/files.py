@@ -8,12 +8,15 @@ Every check here names the file and says what to do, as a `DataError`:
   it is refused before that reader runs;
 * `json_syntax_error`: where a ``.json`` / ``.jsonl`` file stops being JSON (line and column), for the
   message, instead of pyarrow's "position 82" with no file name;
-* `load_data_file`: one file through a `datasets` builder, its failures (empty, no rows, malformed) named.
+* `load_data_file`: one file through a `datasets` builder, its failures (empty, no rows, malformed) named;
+* `FILE_BUILDERS` / `file_builder`: the one table of which builder reads which file type, with its options,
+  used by every loader of local files (pretraining text, instruction data, labelled text).
 """
 
 from __future__ import annotations
 
 import codecs
+import csv
 import json
 import os
 import re
@@ -28,6 +31,41 @@ from datasets import Dataset
 
 class DataError(ValueError):
     """A problem with the user's data or settings; the message says what to change."""
+
+
+# File extension -> (the `datasets` packaged builder that reads it, the options it needs).
+# CSV/TSV: na_filter=False keeps texts such as "NA" or "null" as text instead of missing values.
+# TSV is read without quote handling: by convention a TSV field holds no tab or newline, and pandas'
+# default CSV quoting would silently glue together rows whose text starts with '"' (an SMS message may).
+FILE_BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".txt": ("text", {}),
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+    ".csv": ("csv", {"na_filter": False}),
+    ".tsv": ("csv", {"sep": "\t", "quoting": csv.QUOTE_NONE, "na_filter": False}),
+    ".parquet": ("parquet", {}),
+}
+SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(FILE_BUILDERS)
+# The file types that hold records with named columns: every supported type but plain text.
+RECORD_EXTENSIONS: tuple[str, ...] = tuple(
+    ext for ext, (builder, _) in FILE_BUILDERS.items() if builder != "text"
+)
+
+
+def file_builder(
+    path: str | os.PathLike, label: str, extensions: Sequence[str] = SUPPORTED_EXTENSIONS
+) -> tuple[str, dict[str, Any]]:
+    """The builder that reads ``path`` (by its extension) and its options, from `FILE_BUILDERS`.
+
+    Raises:
+        DataError: the extension is not one of ``extensions``; the message names ``label`` and those allowed.
+    """
+    extension = Path(path).suffix.lower()
+    if extension not in extensions:
+        raise DataError(
+            f"{label}: unsupported file type {extension or '(no extension)'!r}; use one of {', '.join(extensions)}."
+        )
+    return FILE_BUILDERS[extension]
 
 
 # Bytes read per step when checking a .txt file for invalid UTF-8.
@@ -218,9 +256,13 @@ def load_data_file(
 
 __all__ = [
     "DataError",
+    "FILE_BUILDERS",
+    "RECORD_EXTENSIONS",
+    "SUPPORTED_EXTENSIONS",
     "UNDECODABLE_SHARE_LIMIT",
     "check_utf8_text",
     "count_undecodable_bytes",
+    "file_builder",
     "first_invalid_utf8_offset",
     "json_syntax_error",
     "load_data_file",

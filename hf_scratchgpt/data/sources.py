@@ -24,24 +24,18 @@ from typing import Any, Literal
 import datasets
 from datasets import Dataset, Features, IterableDataset, Value
 
-from .files import NO_DATA_SIGNS, DataError, check_utf8_text, read_error, refuse_null_records
+from .files import (
+    FILE_BUILDERS,
+    NO_DATA_SIGNS,
+    SUPPORTED_EXTENSIONS,
+    DataError,
+    check_utf8_text,
+    read_error,
+    refuse_null_records,
+)
 
 TxtMode = Literal["document", "line", "separator"]
 AnyDataset = Dataset | IterableDataset
-
-# File extension -> (datasets packaged builder, extra builder arguments).
-# CSV/TSV: na_filter=False keeps texts such as "NA" or "null" as text instead of missing values.
-# TSV is read without quote handling: by convention a TSV field holds no tab or newline, and
-# pandas' default CSV quoting would silently glue together rows whose text starts with '"'.
-_BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
-    ".txt": ("text", {}),
-    ".jsonl": ("json", {}),
-    ".json": ("json", {}),
-    ".csv": ("csv", {"na_filter": False}),
-    ".tsv": ("csv", {"sep": "\t", "quoting": 3, "na_filter": False}),  # 3 == csv.QUOTE_NONE
-    ".parquet": ("parquet", {}),
-}
-SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_BUILDERS)
 
 # Bump when the tokenize/pack output format changes, so old cache files are not reused.
 _CACHE_VERSION = "scratchgpt-pack-v1"
@@ -163,7 +157,7 @@ def _resolve_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
             raise DataError(f"No such file or folder: {path}. Check the path (relative to {Path.cwd()}).")
         if path.is_dir():
             files.extend(_data_files_in(path))
-        elif path.suffix.lower() in _BUILDERS:
+        elif path.suffix.lower() in FILE_BUILDERS:
             files.append(path)
         else:
             raise DataError(
@@ -194,8 +188,8 @@ def _data_files_in(folder: Path) -> list[Path]:
         for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
-    found = [p for p in visible if p.suffix.lower() in _BUILDERS]
-    skipped = [str(p.relative_to(folder)) for p in visible if p.suffix.lower() not in _BUILDERS]
+    found = [p for p in visible if p.suffix.lower() in FILE_BUILDERS]
+    skipped = [str(p.relative_to(folder)) for p in visible if p.suffix.lower() not in FILE_BUILDERS]
     shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
     supported = f"Supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}."
     if not found:
@@ -218,7 +212,7 @@ def _looks_like_local_path(source: str) -> bool:
         or os.path.isabs(source)
         or source.count("/") > 1
         or "\\" in source
-        or Path(source).suffix.lower() in _BUILDERS
+        or Path(source).suffix.lower() in FILE_BUILDERS
     )
 
 
@@ -285,7 +279,7 @@ def _load_files(
     parts: list[AnyDataset] = []
     for ext, paths in runs:
         origin = str(paths[0]) if len(paths) == 1 else f"{len(paths)} {ext} files starting with {paths[0]}"
-        builder, builder_kwargs = _BUILDERS[ext]
+        builder, builder_kwargs = FILE_BUILDERS[ext]
         if builder == "json":
             for path in paths:
                 refuse_null_records(path)
@@ -413,30 +407,20 @@ def load_text_dataset(
             or a Hub dataset that cannot be loaded.
     """
     cache_dir = str(cache_dir) if cache_dir is not None else None
+    # What the Hub and the local files are read with alike.
+    common = {
+        "text_column": text_column,
+        "streaming": streaming,
+        "cache_dir": cache_dir,
+        "load_kwargs": load_kwargs,
+    }
     is_single = isinstance(source, (str, os.PathLike))
     if is_single and not Path(source).expanduser().exists() and not _looks_like_local_path(str(source)):
-        dataset = _load_hub(
-            str(source),
-            name=name,
-            split=split,
-            text_column=text_column,
-            streaming=streaming,
-            cache_dir=cache_dir,
-            load_kwargs=load_kwargs,
-        )
+        dataset = _load_hub(str(source), name=name, split=split, **common)
         origin = f"Hub dataset {source!r}"
     else:
         files = _resolve_files(source)
-        dataset = _load_files(
-            files,
-            text_column=text_column,
-            txt_mode=txt_mode,
-            separator=separator,
-            streaming=streaming,
-            cache_dir=cache_dir,
-            num_proc=num_proc,
-            load_kwargs=load_kwargs,
-        )
+        dataset = _load_files(files, txt_mode=txt_mode, separator=separator, num_proc=num_proc, **common)
         origin = str(source) if is_single else f"{[str(s) for s in source]}"
 
     # Empty documents would only add a lone end-of-text token each; drop them everywhere.

@@ -29,14 +29,11 @@ from typing import Any
 
 from datasets import Dataset, load_dataset
 
-from ..data.files import DataError, load_data_file
+from ..data.files import RECORD_EXTENSIONS, SUPPORTED_EXTENSIONS, DataError, file_builder, load_data_file
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
-
-# Local files `load_instruction_dataset` reads, by extension -> `datasets` builder.
-_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 def alpaca_user_text(example: dict[str, Any]) -> str:
@@ -220,22 +217,21 @@ def to_preference(
 def load_instruction_dataset(
     source: str | os.PathLike, split: str = "train", config: str | None = None
 ) -> Dataset:
-    """Rows from a local ``.json`` (a list or JSON lines), ``.jsonl``, ``.csv``, ``.parquet`` file, or a Hub id.
+    """Rows from a local ``.json`` (a list or JSON lines), ``.jsonl``, ``.csv``, ``.tsv``, ``.parquet`` file, or a
+    Hub id.
 
     Raises:
         DataError: a local path that does not exist, has an extension no builder reads, holds no records
             or is malformed (for JSON: the line and column).
     """
     path = Path(source)
-    if path.suffix.lower() in _BUILDERS or path.exists():
+    if path.suffix.lower() in SUPPORTED_EXTENSIONS or path.exists():
         if not path.is_file():
             raise DataError(
-                f"Instruction data {source} is not a file: pass a .json, .jsonl, .csv or .parquet file or a Hub id."
+                f"Instruction data {source} is not a file: pass a {', '.join(RECORD_EXTENSIONS)} file or a Hub id."
             )
-        builder = _BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise DataError(f"{source}: unsupported extension; use one of {sorted(_BUILDERS)}.")
-        return load_data_file(path, builder)
+        builder, options = file_builder(path, f"Instruction data {source}", RECORD_EXTENSIONS)
+        return load_data_file(path, builder, **options)
     return load_dataset(str(source), name=config, split=split)
 
 
