@@ -1,5 +1,6 @@
-"""Nothing silent, nothing lost: atomic model saves, refusing to clobber a run, resuming from the last
-complete checkpoint, a full disk named as such, nonsense flags refused, over-long sample prompts skipped."""
+"""Nothing silent, nothing lost: atomic model saves (pretraining's trainer and TRL's SFT/DPO trainers alike),
+refusing to clobber a run, resuming from the last complete checkpoint, a full disk named as such, nonsense
+flags refused, over-long sample prompts skipped."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ from hf_scratchgpt.checkpoints import (
     finish_interrupted_save,
     resolve_resume_checkpoint,
 )
-from hf_scratchgpt.cli import InvalidArgumentsError, parse_args
+from hf_scratchgpt.cli import InvalidArgumentsError, ValidatedArguments, parse_args
+from hf_scratchgpt.finetuning.instruction_tuning import (
+    DPOArguments,
+    SafeDPOTrainer,
+    SafeSFTTrainer,
+    SFTArguments,
+)
 from hf_scratchgpt.training import (
     SampleGenerationCallback,
     ScratchGPTTrainer,
@@ -68,6 +75,33 @@ def make_trainer(
         model=tiny_model(seed=seed, **(model_overrides or {})).train(), args=args, train_dataset=blocks(),
         data_collator=default_data_collator, processing_class=tokenizer, **kwargs,
     )  # fmt: skip
+
+
+# Prompts and answers for TRL's trainers (plain text: the test tokenizer has no chat template).
+PREFERENCES = {"prompt": ["The quick brown", "Once upon a"] * 4, "chosen": [" fox jumps.", " time there was."] * 4,
+               "rejected": [" dog.", " robot."] * 4}  # fmt: skip
+TRAINER_KINDS = ["pretraining", "sft", "dpo"]
+
+
+def trainer_of(
+    kind: str, tokenizer, output_dir: Path, seed: int = 0, model_overrides: dict | None = None, **overrides
+):
+    """A trainer with saves that lose nothing: pretraining's, or SFT's / DPO's (TRL's with `SafeSavesMixin`)."""
+    if kind == "pretraining":
+        return make_trainer(tokenizer, training_args(output_dir, **overrides), seed, model_overrides)
+    settings = dict(
+        output_dir=str(output_dir), use_cpu=True, precision="fp32", report_to="none", max_steps=2, save_steps=2,
+        per_device_train_batch_size=4, learning_rate=1e-3, disable_tqdm=True, max_length=CONTEXT,
+    )  # fmt: skip
+    settings.update(overrides)
+    model = tiny_model(seed=seed, **(model_overrides or {})).train()
+    if kind == "sft":
+        data = Dataset.from_dict({"text": TRAINING_TEXT[:8]})
+        return SafeSFTTrainer(model=model, args=SFTArguments(packing=False, assistant_only_loss=False, **settings), train_dataset=data,
+                              processing_class=tokenizer)  # fmt: skip
+    reference = tiny_model(seed=seed, **(model_overrides or {}))  # in memory only: DPO cannot load it by name
+    return SafeDPOTrainer(model=model, ref_model=reference, args=DPOArguments(**settings),
+                          train_dataset=Dataset.from_dict(PREFERENCES), processing_class=tokenizer)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -127,20 +161,19 @@ def disk_full_writing_weights(monkeypatch):
     return DiskFullError, "no space left on .*out.*previous model .* unchanged"
 
 
+@pytest.mark.parametrize("kind", TRAINER_KINDS)
 @pytest.mark.parametrize("failure", [fail_writing_weights, fail_writing_tokenizer, disk_full_writing_weights])
 def test_failed_save_leaves_the_previous_model_loadable_and_unchanged(
-    failure, tokenizer, other_tokenizer, tmp_path, monkeypatch
+    failure, kind, tokenizer, other_tokenizer, tmp_path, monkeypatch
 ):
     output_dir = tmp_path / "out"
-    first = make_trainer(tokenizer, training_args(output_dir), seed=0)
+    first = trainer_of(kind, tokenizer, output_dir, seed=0)
     first.save_model()
     before = file_bytes(output_dir)
     expected_logits = logits(first.model)
 
     # Another shape: its config.json (written before the weights) does not fit the previous weights.
-    second = make_trainer(
-        other_tokenizer, training_args(output_dir), seed=1, model_overrides={"num_hidden_layers": 1}
-    )
+    second = trainer_of(kind, other_tokenizer, output_dir, seed=1, model_overrides={"num_hidden_layers": 1})
     error_type, message = failure(monkeypatch)
     with pytest.raises(error_type, match=message):
         second.save_model()
@@ -178,12 +211,13 @@ def test_save_replaces_only_the_model_files(run_copy, other_tokenizer):
     assert (len(loaded), loaded.model_max_length) == (len(other_tokenizer), CONTEXT)
 
 
+@pytest.mark.parametrize("kind", TRAINER_KINDS)
 def test_a_kill_while_moving_files_in_never_loads_a_mix_and_is_finished_later(
-    tokenizer, other_tokenizer, tmp_path, monkeypatch
+    kind, tokenizer, other_tokenizer, tmp_path, monkeypatch
 ):
     output_dir = tmp_path / "out"
-    make_trainer(tokenizer, training_args(output_dir), seed=0).save_model()
-    second = make_trainer(other_tokenizer, training_args(output_dir), seed=1)
+    trainer_of(kind, tokenizer, output_dir, seed=0).save_model()
+    second = trainer_of(kind, other_tokenizer, output_dir, seed=1)
     real_replace, moved = hf_scratchgpt.checkpoints.os.replace, []
 
     def killed_after_two(src, dst):
@@ -228,6 +262,19 @@ def test_a_fresh_run_over_another_runs_checkpoints_is_refused_unless_overwrite(r
     make_trainer(tokenizer, args).train()
     assert not (run_copy / "checkpoint-4").exists()  # the old run's checkpoints are gone, not mixed in
     assert resolve_resume_checkpoint(run_copy, "latest") == str(run_copy / "checkpoint-2")
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_sft_and_dpo_refuse_another_runs_output_dir_and_resume_from_it(kind, run_copy, tokenizer):
+    with pytest.raises(OutputDirNotEmptyError, match="--overwrite_output_dir true"):
+        trainer_of(kind, tokenizer, run_copy).train()
+    assert (run_copy / "checkpoint-4").is_dir()
+    trainer = trainer_of(kind, tokenizer, run_copy, max_steps=2, overwrite_output_dir=True)
+    trainer.train()  # the old checkpoints deleted first, then this run's written
+    assert [p.name for p in run_copy.glob("checkpoint-*")] == ["checkpoint-2"]
+    resumed = trainer_of(kind, tokenizer, run_copy, max_steps=4)
+    resumed.train(resume_from_checkpoint="latest")
+    assert resumed.state.global_step == 4
 
 
 # --- 3. resume -----------------------------------------------------------------------------------------
@@ -368,10 +415,48 @@ def test_sensible_numbers_pass_and_every_problem_is_named_at_once():
     )
     assert (args.max_steps, data.block_size, data.validation_fraction) == (-1, 32, 0.1)
     with pytest.raises(InvalidArgumentsError) as invalid:
-        parse("--max_steps", "-5", "--block_size", "0", "--learning_rate", "0")
+        parse("--max_steps", "-5", "--warmup_steps", "-1", "--learning_rate", "0")
     assert [line.split(":")[0].strip() for line in str(invalid.value).splitlines()[1:]] == [
-        "--max_steps -5", "--learning_rate 0", "--block_size 0"
+        "--max_steps -5", "--learning_rate 0", "--warmup_steps -1"
     ]  # fmt: skip
+
+
+@dataclasses.dataclass
+class CheckedArguments(ValidatedArguments):
+    validation_fraction: float = 0.1
+    block_size: int | None = None
+
+
+def test_the_projects_arguments_check_their_numbers_when_built_from_python_too():
+    with pytest.raises(InvalidArgumentsError, match="--block_size 0: must be a positive number"):
+        CheckedArguments(block_size=0)
+    # Before the parent's own __post_init__, which would silently turn --eval_steps 0 into --logging_steps.
+    with pytest.raises(
+        InvalidArgumentsError, match="--eval_steps 0: must be positive with --eval_strategy steps"
+    ):
+        SFTArguments(output_dir="unused", precision="fp32", eval_strategy="steps", eval_steps=0)
+    with pytest.raises(InvalidArgumentsError) as invalid:  # every problem of a dataclass at once
+        DPOArguments(output_dir="unused", precision="fp32", max_steps=-5, learning_rate=0)
+    assert [line.split(":")[0].strip() for line in str(invalid.value).splitlines()[1:]] == [
+        "--max_steps -5", "--learning_rate 0"
+    ]  # fmt: skip
+
+
+def test_a_config_file_gives_defaults_that_the_command_line_overrides(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("block_size: 8\nvalidation_fraction: 0.2\n")
+    (data,) = parse_args((CheckedArguments,), [f"--config={config}", "--block_size", "16"])
+    assert (data.block_size, data.validation_fraction) == (16, 0.2)
+    config.write_text("validation_fraction: 1.5\n")  # a nonsense value from the file is named as a flag too
+    with pytest.raises(InvalidArgumentsError, match="--validation_fraction 1.5: must be a fraction"):
+        parse_args((CheckedArguments,), ["--config", str(config)])
+    config.write_text("block_sise: 8\n")
+    with pytest.raises(
+        ValueError, match=r"recipe.yaml: unknown field\(s\) \['block_sise'\]. Valid fields: \["
+    ):
+        parse_args((CheckedArguments,), ["--config", str(config)])
+    with pytest.raises(SystemExit):  # argparse's usage error, status 2
+        parse_args((CheckedArguments,), ["--block_sise", "8"])
 
 
 # --- 6. sample prompts longer than the context ----------------------------------------------------------
