@@ -38,25 +38,13 @@ from hf_scratchgpt.evaluation.classification import (
     trained_max_length,
 )
 from hf_scratchgpt.evaluation.harness import default_device, load_lm
+from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments
 
 
 @dataclass
-class DataArguments:
-    """The labelled data, with the same names and defaults as training/finetune_classifier.py."""
+class DataArguments(LabelledDataArguments):
+    """The labelled data, with the flags of training/finetune_classifier.py: the same flags, the same test set."""
 
-    train_file: str = field(
-        metadata={"help": "Training file (few-shot examples; the test split if no --test_file)."}
-    )
-    test_file: str | None = field(
-        default=None, metadata={"help": "Test file; default: split off --train_file."}
-    )
-    headerless_label_text: bool = field(default=False, metadata={"help": "label<TAB>text lines, no header."})
-    text_column_names: str | None = None
-    label_column_name: str | None = None
-    class_names: str | None = field(default=None, metadata={"help": "Comma-separated classes in id order."})
-    balance_classes: str = field(default="none", metadata={"help": "none or undersample."})
-    split_fractions: str = "0.7,0.1,0.2"
-    shuffle_seed: int = 42
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test texts."})
 
 
@@ -88,17 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
             "Nothing to evaluate: pass --model_name_or_path (prompting) and/or --classifier_path."
         )
 
-    train, test, label_names = load_labelled_test_split(
-        data_args.train_file,
-        data_args.test_file,
-        headerless_label_text=data_args.headerless_label_text,
-        text_column_names=data_args.text_column_names,
-        label_column_name=data_args.label_column_name,
-        class_names=data_args.class_names.split(",") if data_args.class_names else None,
-        balance_classes=data_args.balance_classes,
-        split_fractions=[float(share) for share in data_args.split_fractions.split(",")],
-        seed=data_args.shuffle_seed,
-    )
+    train, test, label_names = load_labelled_test_split(data_args)
     if data_args.max_test_samples is not None:
         test = test.select(range(min(data_args.max_test_samples, len(test))))
     label_words = args.label_words.split(",") if args.label_words else label_names

@@ -20,6 +20,7 @@ from hf_scratchgpt.evaluation.classification import (
     scores,
     trained_max_length,
 )
+from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +38,8 @@ def sms_file(tmp_path_factory) -> Path:
 
 
 def test_prompted_predictions_with_planted_scorers(sms_file):
-    train, test, label_names = load_labelled_test_split(str(sms_file), headerless_label_text=True)
+    data_args = LabelledDataArguments(train_file=str(sms_file), headerless_label_text=True)
+    train, test, label_names = load_labelled_test_split(data_args)
     assert label_names == ["ham", "spam"] and len(test) == 12
     gold = {f"Text: {row['text']}\nLabel:": " " + label_names[row["label"]] for row in test}
 

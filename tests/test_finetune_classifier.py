@@ -34,6 +34,8 @@ from hf_scratchgpt.finetuning.classification import (
     split_labelled,
     tokenize_for_classification,
 )
+from hf_scratchgpt.finetuning.classifier_tuning import ClassificationDataArguments, ClassifierModelArguments
+from hf_scratchgpt.training import ScratchGPTTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "finetune_classifier.py"
@@ -353,9 +355,8 @@ def test_extra_metrics_are_merged_into_the_trainer_metrics():
 
 
 def test_sms_recipe_parses_with_the_script_arguments():
-    module = script_module()
     model_args, data_args, training_args = parse_args(
-        (module.ModelArguments, module.DataTrainingArguments, module.ScratchGPTTrainingArguments),
+        (ClassifierModelArguments, ClassificationDataArguments, ScratchGPTTrainingArguments),
         ["--config", str(REPO / "training/configs/finetune_sms_spam.yaml"), "--model_name_or_path", "m",
          "--precision", "fp32"],
     )  # fmt: skip

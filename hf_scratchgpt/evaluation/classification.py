@@ -26,34 +26,19 @@ from sklearn.metrics import confusion_matrix
 
 from hf_scratchgpt.evaluation.harness import LocalTask, evaluate_tasks
 from hf_scratchgpt.finetuning.classification import (
-    build_labelled_splits,
     classes_seen,
     classification_metrics,
     majority_class_accuracy,
 )
+from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments, build_labelled_splits
 
 DEFAULT_PROMPT = "Text: {text}\nLabel:"
 
 
-def load_labelled_test_split(
-    train_file: str,
-    test_file: str | None = None,
-    *,
-    headerless_label_text: bool = False,
-    text_column_names: str | None = None,
-    label_column_name: str | None = None,
-    class_names: Sequence[str] | None = None,
-    balance_classes: str = "none",
-    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    seed: int = 42,
-) -> tuple[Dataset, Dataset, list[str]]:
+def load_labelled_test_split(data_args: LabelledDataArguments) -> tuple[Dataset, Dataset, list[str]]:
     """The train and test splits (``text``, ``label`` id) and the class names, exactly as
     ``training/finetune_classifier.py`` builds them from the same arguments."""
-    splits, label_names = build_labelled_splits(
-        train_file, None, test_file, headerless_label_text=headerless_label_text,
-        text_column_names=text_column_names, label_column_name=label_column_name, class_names=class_names,
-        split_fractions=split_fractions, seed=seed, balance_classes=balance_classes,
-    )  # fmt: skip
+    splits, label_names = build_labelled_splits(data_args)
     return splits["train"], splits["test"], label_names
 
 

@@ -2,53 +2,14 @@
 
 * `classification`: labelled text -> label ids, balanced and split -> tokenized; metrics (chapter 6).
 * `instructions`: Alpaca / prompt-completion / preference rows -> chat `messages` or DPO format (chapter 7).
-* `instruction_tuning` (imports TRL, so not re-exported here): configs and outputs of training/sft.py, dpo.py.
+
+The modules that import PEFT and TRL are not re-exported here: `classifier_tuning` (arguments, model and
+evaluation of training/finetune_classifier.py), `instruction_tuning` (arguments and trainers of
+training/sft.py and dpo.py) and `stage` (what every fine-tuning script saves).
 """
 
-from .classification import (
-    build_labelled_splits,
-    classes_seen,
-    classification_metrics,
-    classification_metrics_fn,
-    confusion_matrix_of,
-    encode_labels,
-    infer_label_names,
-    load_labelled_splits,
-    majority_class_accuracy,
-    select_text_and_label,
-    split_labelled,
-    tokenize_for_classification,
-    train_only_last_blocks,
-    undersample,
-)
-from .instructions import (
-    alpaca_to_messages,
-    detect_format,
-    load_instruction_dataset,
-    preference_to_dpo,
-    to_messages,
-    to_preference,
-)
+from . import classification, instructions
+from .classification import *  # noqa: F403  (the names in classification.__all__)
+from .instructions import *  # noqa: F403  (the names in instructions.__all__)
 
-__all__ = [
-    "alpaca_to_messages",
-    "detect_format",
-    "load_instruction_dataset",
-    "preference_to_dpo",
-    "to_messages",
-    "to_preference",
-    "build_labelled_splits",
-    "classes_seen",
-    "classification_metrics",
-    "classification_metrics_fn",
-    "confusion_matrix_of",
-    "encode_labels",
-    "infer_label_names",
-    "load_labelled_splits",
-    "majority_class_accuracy",
-    "select_text_and_label",
-    "split_labelled",
-    "tokenize_for_classification",
-    "train_only_last_blocks",
-    "undersample",
-]
+__all__ = [*classification.__all__, *instructions.__all__]

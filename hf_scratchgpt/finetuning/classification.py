@@ -7,6 +7,8 @@ The steps of "LLMs from scratch" chapter 6, each on ``datasets`` objects so they
       -> Trainer(compute_metrics=classification_metrics_fn(label_names)) -> confusion_matrix_of
 
 plus `train_only_last_blocks` (the book's "last block + final norm + head" fine-tuning).
+`hf_scratchgpt.finetuning.classifier_tuning` chains the data steps (`build_labelled_splits`) from the script's
+arguments.
 
 Why the metrics call scikit-learn rather than ``evaluate.load("accuracy")``: the ``evaluate`` metrics are
 scripts fetched from the Hub on first use, so ``evaluate.load`` fails without a network ("Couldn't find a
@@ -19,7 +21,6 @@ added with ``extra_metrics`` (``--metric_name`` in ``training/finetune_classifie
 
 from __future__ import annotations
 
-import csv
 import logging
 import warnings
 from collections import Counter
@@ -33,21 +34,16 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from torch import nn
 from transformers import EvalPrediction, PreTrainedTokenizerBase
 
-from ..data.files import DataError, load_data_file
+from ..data.files import FILE_BUILDERS, RECORD_EXTENSIONS, DataError, file_builder, load_data_file
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-# The loader `datasets` uses for each local file type, with the options that read it.
-_FILE_LOADERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".jsonl": ("json", {}),
-                 ".json": ("json", {})}  # fmt: skip
-# Headerless `label<TAB>text` files (SMS spam, SST-2): read every field as text, quotes included, since
-# a message may start with a quote that is not a CSV quote (pandas would glue lines together).
+# Headerless `label<TAB>text` files (SMS spam, SST-2): the TSV reading (no quote handling: a message may start
+# with a quote that is not a CSV quote), with the two columns named and read as text.
 _HEADERLESS_OPTIONS = {
-    "delimiter": "\t",
+    **FILE_BUILDERS[".tsv"][1],
     "column_names": ["label", "text"],
-    "quoting": csv.QUOTE_NONE,
-    "keep_default_na": False,
     "features": Features({"label": Value("string"), "text": Value("string")}),
 }
 # Text columns tried, in order, when --text_column_names is not given.
@@ -90,9 +86,7 @@ def load_labelled_splits(
         file = Path(path)
         if not file.is_file():
             raise DataError(f"--{split}_file {path}: no such file.")
-        loader, options = _FILE_LOADERS.get(file.suffix.lower(), (None, None))
-        if loader is None:
-            raise DataError(f"--{split}_file {path}: unsupported type; use one of {sorted(_FILE_LOADERS)}.")
+        loader, options = file_builder(file, f"--{split}_file {path}", RECORD_EXTENSIONS)
         if headerless_label_text:
             if loader != "csv":
                 raise DataError(
@@ -277,37 +271,6 @@ def _split_off(dataset: Dataset, share: float, seed: int) -> tuple[Dataset, Data
     return held["train"], held["test"]
 
 
-def build_labelled_splits(
-    train_file: str | None = None,
-    validation_file: str | None = None,
-    test_file: str | None = None,
-    dataset_name: str | None = None,
-    dataset_config_name: str | None = None,
-    split_names: dict[str, str] | None = None,
-    headerless_label_text: bool = False,
-    text_column_names: str | None = None,
-    label_column_name: str | None = None,
-    text_column_delimiter: str = " ",
-    class_names: Sequence[str] | None = None,
-    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    seed: int = 42,
-    balance_classes: str | None = None,
-) -> tuple[DatasetDict, list[str]]:
-    """Labelled data -> ``train`` / ``validation`` / ``test`` with ``text`` and a ``label`` id, and the class
-    names: load, select the columns, name the classes, encode, split. The fine-tuning script and the
-    classification evaluation both call this, so the same arguments always give the same test set."""
-    raw = load_labelled_splits(
-        train_file, validation_file, test_file, dataset_name, dataset_config_name, split_names,
-        headerless_label_text,
-    )  # fmt: skip
-    labelled = select_text_and_label(raw, text_column_names, label_column_name, text_column_delimiter)
-    label_names = infer_label_names(labelled["train"], class_names)
-    splits = split_labelled(
-        encode_labels(labelled, label_names), split_fractions, seed=seed, balance_classes=balance_classes
-    )
-    return splits, label_names
-
-
 def tokenize_for_classification(
     splits: DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
@@ -470,7 +433,6 @@ def majority_class_accuracy(train_labels: Sequence[int], labels: Sequence[int]) 
 
 __all__ = [
     "DEFAULT_TEXT_COLUMNS",
-    "build_labelled_splits",
     "classes_seen",
     "classification_metrics",
     "classification_metrics_fn",
