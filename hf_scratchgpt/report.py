@@ -104,7 +104,7 @@ def _model_sections(metrics: dict[str, Any], stage_dir: Path, run_dir: Path, nam
         lines.append(
             f"**Schedule**: about {budget['planned_steps']:,} steps planned at the measured "
             f"{budget['seconds_per_step']:.3f} s/step; {metrics['train_steps']:,} trained"
-            + (f" ({metrics['epochs']:.1f} epochs)" if "epochs" in metrics else "")
+            + (f" ({metrics['epoch']:.1f} epochs)" if "epoch" in metrics else "")
             + ", warmup and decay following the clock to the deadline.\n"
         )
     loss_curve = None

@@ -182,10 +182,11 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
             "corpus": corpus_name,
             "train_blocks": len(train_blocks),
             "block_size": block_size,
-            "max_steps": trainer.state.max_steps,
-            "train_steps": trainer.state.global_step,  # with a budget: where the deadline ended the schedule
-            "tokens_seen": (tokens := trainer.state.global_step * tokens_per_step(training_args, block_size)),
-            "epochs": tokens / (len(train_blocks) * block_size),
+            # With a budget: the steps it planned (the Trainer's max_steps is only a bound) and the steps trained
+            # when the schedule reached the deadline.
+            "max_steps": plan["planned_steps"] if plan else trainer.state.max_steps,
+            "train_steps": trainer.state.global_step,
+            "tokens_seen": trainer.state.global_step * tokens_per_step(training_args, block_size),
             "num_parameters": model.num_parameters(),
             "non_embedding_parameters": non_embedding_parameters(model.config),
             "vocab_size": len(tokenizer),
