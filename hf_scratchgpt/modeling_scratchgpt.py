@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -59,6 +60,14 @@ def resolve_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache |
         raise ValueError(
             "Got the KV cache twice, as `cache` and as `past_key_values`. Pass it once: `cache=` (transformers "
             ">= 5.24) or `past_key_values=` (older releases, still accepted)."
+        )
+    if past_key_values is not None and CACHE_NAME == "cache":
+        # As transformers' own models from 5.24: the old name still works, with a warning (generate passes `cache`).
+        warnings.warn(
+            "`past_key_values` is deprecated and will be removed in version 5.40.0 for ScratchGPT's `forward`. "
+            "Use `cache` instead.",
+            FutureWarning,
+            stacklevel=3,
         )
     return cache if cache is not None else past_key_values
 
