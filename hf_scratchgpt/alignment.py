@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-IM_END_TOKEN = "<|im_end|>"
+from .tokenization_scratchgpt import IM_END_TOKEN
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
