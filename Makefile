@@ -38,6 +38,15 @@ compat-%:
 	.venv-$*/bin/python -c "import transformers, trl, peft, accelerate; print('lane $*: transformers', \
 		transformers.__version__, 'trl', trl.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
 	$(TEST_ENV) .venv-$*/bin/python -m pytest -q -m compat
+	$(MAKE) upstream-$*
+
+# transformers' own common model tests (ModelTesterMixin) on both recipes, from the PyPI sdist of the lane's
+# transformers (the sdist has no causal-LM or generation testers: tests/upstream/README.md runs those on a checkout).
+upstream-%:
+	V=$$(.venv-$*/bin/python -c "import transformers; print(transformers.__version__)"); D=$${TMPDIR:-/tmp}/transformers-sdist; \
+	test -d $$D/transformers-$$V || { .venv-$*/bin/python -m pip download -q --no-binary :all: --no-deps \
+		transformers==$$V -d $$D && tar -xzf $$D/transformers-$$V.tar.gz -C $$D; }; \
+	PYTHON=.venv-$*/bin/python tests/upstream/run.sh $$D/transformers-$$V
 
 # Install the newest releases in a fresh venv, run the whole suite there, and only if it passes write the lock.
 upgrade:
