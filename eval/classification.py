@@ -19,11 +19,10 @@ majority-class and random-guess baselines) and, last, metrics.json (flat: "metho
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
 from hf_scratchgpt.cli import parse_args, run_script
@@ -37,8 +36,9 @@ from hf_scratchgpt.evaluation.classification import (
     side_by_side_table,
     trained_max_length,
 )
-from hf_scratchgpt.evaluation.harness import default_device, load_lm
+from hf_scratchgpt.evaluation.harness import load_lm, load_model
 from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments
+from hf_scratchgpt.stage_files import write_json, write_metrics
 
 
 @dataclass
@@ -101,12 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
         )  # fmt: skip
         predictions.update({("zero-shot" if k == 0 else f"{k}-shot"): p for k, p in by_shots.items()})
     if args.classifier_path:
-        tokenizer = AutoTokenizer.from_pretrained(
-            args.classifier_path, trust_remote_code=args.trust_remote_code
-        )
-        classifier = AutoModelForSequenceClassification.from_pretrained(
-            args.classifier_path, trust_remote_code=args.trust_remote_code
-        ).to(args.device or default_device())
+        classifier, tokenizer = load_model(
+            args.classifier_path, AutoModelForSequenceClassification, device=args.device,
+            trust_remote_code=args.trust_remote_code,
+        )  # fmt: skip
         max_length = args.max_seq_length or trained_max_length(args.classifier_path)
         predictions["fine-tuned"] = classifier_predictions(
             classifier, tokenizer, test["text"], label_names, args.batch_size, max_length
@@ -125,14 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
         "methods": {method: {**methods[method], "predictions": predictions[method]} for method in methods},
         "baselines": baselines,
     }
-    (output / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(output / "results.json", results)
     table = side_by_side_table(methods, baselines)
     (output / "results.md").write_text(table)
     print(table)
 
     metrics = {f"{method}/{key}": value for method, m in methods.items() for key, value in m.items()
                if not isinstance(value, list)}  # fmt: skip
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(output, metrics)
     return metrics
 
 

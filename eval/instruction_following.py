@@ -11,8 +11,8 @@ Usage:
     scratchgpt serve JUDGE_DIR --port 8000 &   # or vLLM, Ollama, ...
     ... --judge_url http://127.0.0.1:8000/v1 --judge_model JUDGE_DIR
 
-The held-out set is the SFT stage's (same --dataset_name, --validation_fraction, --seed and
---system_prompt as training/sft.py). Answers are greedy and stop at the end of the assistant's turn.
+The held-out set is the SFT stage's (same --dataset_name, --validation_fraction, --seed, --system_prompt
+and --skip_invalid_records as training/sft.py: the same function splits it). Answers are greedy and stop at the end of the assistant's turn.
 Without a judge only ROUGE-L and exact match are computed, with a notice. Writes OUTPUT_DIR/samples.json
 (per item: prompt, output, reference, rouge_l, exact_match, judge_reply, judge_score), results.json
 (means with 95% confidence intervals), results.md and, last, metrics.json (flat).
@@ -20,16 +20,13 @@ Without a judge only ROUGE-L and exact match are computed, with a notice. Writes
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
 from hf_scratchgpt.cli import parse_args, run_script
-from hf_scratchgpt.evaluation.harness import default_device
+from hf_scratchgpt.evaluation.harness import load_model
 from hf_scratchgpt.evaluation.instruction import (
     generate_answers,
     load_held_out_instructions,
@@ -38,24 +35,21 @@ from hf_scratchgpt.evaluation.instruction import (
     summary_table,
 )
 from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers
+from hf_scratchgpt.finetuning.instructions import InstructionDataArguments
+from hf_scratchgpt.stage_files import write_json, write_metrics
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class InstructionEvalArguments:
+    """The model to evaluate, the judge, and the SFT stage's seed (the data: `InstructionDataArguments`)."""
+
     model_name_or_path: str = field(
         metadata={"help": "Chat model folder or Hub id (e.g. outputs/sft/merged)."}
     )
-    dataset_name: str = field(
-        metadata={"help": "Instruction data: Hub id or .json/.jsonl file (as for SFT)."}
-    )
     output_dir: str = field(metadata={"help": "Where samples.json, results.json and metrics.json go."})
-    dataset_config: str | None = None
-    dataset_train_split: str = "train"
-    validation_fraction: float = field(default=0.1, metadata={"help": "The SFT stage's held-out share."})
     seed: int = field(default=42, metadata={"help": "The SFT stage's seed (its held-out rows)."})
-    system_prompt: str | None = None
     limit: int | None = field(default=None, metadata={"help": "Answer only the first N held-out items."})
     max_new_tokens: int = 128
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
@@ -86,41 +80,28 @@ def load_judge(args: InstructionEvalArguments):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = parse_args((InstructionEvalArguments,), argv)
+    data_args, args = parse_args((InstructionDataArguments, InstructionEvalArguments), argv)
     judge = load_judge(args)
 
-    examples = load_held_out_instructions(
-        args.dataset_name,
-        limit=args.limit,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        system_prompt=args.system_prompt,
-        split=args.dataset_train_split,
-        config=args.dataset_config,
+    examples = load_held_out_instructions(data_args, seed=args.seed, limit=args.limit)
+    model, tokenizer = load_model(
+        args.model_name_or_path, device=args.device, trust_remote_code=args.trust_remote_code
     )
-    tokenizer = AutoTokenizer.from_pretrained(
-        args.model_name_or_path, trust_remote_code=args.trust_remote_code
-    )
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model_name_or_path, trust_remote_code=args.trust_remote_code
-    )
-    model.to(args.device or default_device())
     items = score_answers(generate_answers(model, tokenizer, examples, args.max_new_tokens))
     if judge is not None:
         items = judge_answers(judge, items)
 
     summary = summarize(items)
     output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "samples.json").write_text(json.dumps(items, indent=2, ensure_ascii=False))
+    write_json(output / "samples.json", items)
     results = {"model": args.model_name_or_path, "judge": args.judge_model or args.judge_model_name_or_path,
                "scores": summary}  # fmt: skip
-    (output / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(output / "results.json", results)
     (output / "results.md").write_text(summary_table(summary))
     print(summary_table(summary))
 
     metrics = {f"{key}/{stat}": value for key, stats in summary.items() for stat, value in stats.items()}
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(output, metrics)
     return metrics
 
 

@@ -16,18 +16,16 @@ bits_per_byte, tokens, bytes, documents, windows).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
 from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.data import load_text_dataset
-from hf_scratchgpt.evaluation.harness import default_device
+from hf_scratchgpt.evaluation.harness import load_model
 from hf_scratchgpt.evaluation.perplexity import perplexity
-from hf_scratchgpt.report import metrics_table
+from hf_scratchgpt.markdown import metrics_table
+from hf_scratchgpt.stage_files import write_metrics
 
 
 @dataclass
@@ -63,14 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if args.max_documents is not None:
         dataset = dataset.select(range(min(args.max_documents, len(dataset))))
-    tokenizer = AutoTokenizer.from_pretrained(
-        args.model_name_or_path, trust_remote_code=args.trust_remote_code
+    model, tokenizer = load_model(
+        args.model_name_or_path, device=args.device, trust_remote_code=args.trust_remote_code
     )
-    model = AutoModelForCausalLM.from_pretrained(
-        args.model_name_or_path, trust_remote_code=args.trust_remote_code
-    )
-    model.to(args.device or default_device())
-
     metrics = perplexity(
         model,
         tokenizer,
@@ -80,12 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
     )
     metrics = {"model": args.model_name_or_path, "dataset": args.dataset, **metrics}
+    table = metrics_table(metrics)
+    print(table)
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "results.md").write_text(metrics_table(metrics) + "\n")
-    print(metrics_table(metrics))
-
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (output / "results.md").write_text(table + "\n")
+    write_metrics(output, metrics)
     return metrics
 
 

@@ -18,13 +18,13 @@ metrics.json (flat: "task/metric": value).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
 from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.evaluation.harness import evaluate_tasks, save_results
+from hf_scratchgpt.stage_files import write_metrics
 
 
 @dataclass
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     metrics = save_results(results, args.output_dir)
     print((Path(args.output_dir) / "results.md").read_text())
-
-    (Path(args.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(args.output_dir, metrics)
     return metrics
 
 

@@ -23,9 +23,9 @@ from lm_eval.models.huggingface import HFLM
 from hf_scratchgpt.evaluation.harness import (
     TaskError,
     evaluate_tasks,
-    markdown_table,
     random_baselines,
     resolve_tasks,
+    results_table,
     write_task_yamls,
 )
 
@@ -144,7 +144,7 @@ def test_oracle_scores_100_percent_and_constant_scores_chance(task_files):
     # Few-shot contexts end with the document itself and start with two solved examples.
     first = oracle["samples"]["colours_file"][0]["arguments"][0][0]
     assert first.endswith("Question 0: which colour is number 0?") and first.count("Question") == 3
-    table = markdown_table(constant)
+    table = results_table(constant)
     assert "| colours_file | 2 | 24 | acc | 0.2500 |" in table and table.count("| 0.2500 |") >= 2
 
 

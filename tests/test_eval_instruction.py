@@ -26,7 +26,7 @@ from hf_scratchgpt.evaluation.instruction import (
     rouge_l,
 )
 from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers, judge_prompt, parse_score
-from hf_scratchgpt.finetuning.instructions import alpaca_user_text
+from hf_scratchgpt.finetuning.instructions import InstructionDataArguments, alpaca_user_text
 from hf_scratchgpt.serving import start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
@@ -104,17 +104,15 @@ def test_scores_parsing_and_intervals():
 
 
 def test_held_out_instructions_are_the_sft_validation_rows(instruction_file):
-    held_out = load_held_out_instructions(str(instruction_file), validation_fraction=0.2, seed=42)
-    assert len(held_out) == 4 and len(load_held_out_instructions(str(instruction_file), limit=2)) == 2
+    data = InstructionDataArguments(dataset_name=str(instruction_file), validation_fraction=0.2)
+    held_out = load_held_out_instructions(data, seed=42)
+    assert len(held_out) == 4 and len(load_held_out_instructions(data, seed=42, limit=2)) == 2
     by_user_text = {alpaca_user_text(item): item["output"] for item in ITEMS}
     for example in held_out:
         assert [m["role"] for m in example["messages"]] == ["user"]
         assert by_user_text[example["messages"][0]["content"]] == example["reference"]
-    again = load_held_out_instructions(str(instruction_file), validation_fraction=0.2, seed=42)
-    assert (
-        again == held_out
-        and load_held_out_instructions(str(instruction_file), validation_fraction=0.2, seed=1) != held_out
-    )
+    assert load_held_out_instructions(data, seed=42) == held_out
+    assert load_held_out_instructions(data, seed=1) != held_out
 
 
 def test_script_with_a_judge_behind_an_openai_compatible_server(

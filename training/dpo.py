@@ -12,7 +12,7 @@ reference model is then the same weights with the adapter switched off, so no se
 Writes the adapter in OUTPUT_DIR (AutoPeftModelForCausalLM), OUTPUT_DIR/merged (AutoModelForCausalLM),
 samples.json and, last, metrics.json (losses, reward accuracy and margin on held-out pairs). Saves are
 atomic and a used OUTPUT_DIR is refused, as in pretraining (--resume_from_checkpoint latest continues a run,
---overwrite_output_dir true replaces it). Every field of InstructionDataArguments, DPOArguments and
+--overwrite_output_dir true replaces it). Every field of InstructionTuningDataArguments, DPOArguments and
 LoRAModelConfig (trl.ModelConfig; all in hf_scratchgpt.finetuning.instruction_tuning) can be set in
 --config FILE.yaml.
 """
@@ -23,7 +23,7 @@ from hf_scratchgpt.budget import BudgetArguments
 from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.finetuning.instruction_tuning import (
     DPOArguments,
-    InstructionDataArguments,
+    InstructionTuningDataArguments,
     LoRAModelConfig,
     SafeDPOTrainer,
     run_instruction_tuning,
@@ -34,7 +34,7 @@ from hf_scratchgpt.finetuning.instructions import to_preference
 def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     data_args, training_args, model_args, budget_args = parse_args(
-        (InstructionDataArguments, DPOArguments, LoRAModelConfig, BudgetArguments), argv
+        (InstructionTuningDataArguments, DPOArguments, LoRAModelConfig, BudgetArguments), argv
     )
     # Preference rows -> prompt / chosen / rejected; from the SFT model (any causal LM), LoRA by default.
     run = run_instruction_tuning(

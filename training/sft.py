@@ -16,7 +16,7 @@ Writes OUTPUT_DIR/merged (the fine-tuned model, loads with AutoModelForCausalLM)
 OUTPUT_DIR with --use_peft (loads with AutoPeftModelForCausalLM), samples.json (answers to held-out
 instructions) and, last, metrics.json. Saves are atomic and a used OUTPUT_DIR is refused, as in pretraining
 (--resume_from_checkpoint latest continues a run, --overwrite_output_dir true replaces it). Every field of
-InstructionDataArguments, SFTArguments and FinetuneModelConfig (trl.ModelConfig; all in
+InstructionTuningDataArguments, SFTArguments and FinetuneModelConfig (trl.ModelConfig; all in
 hf_scratchgpt.finetuning.instruction_tuning) can be set in --config FILE.yaml.
 """
 
@@ -26,7 +26,7 @@ from hf_scratchgpt.budget import BudgetArguments
 from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.finetuning.instruction_tuning import (
     FinetuneModelConfig,
-    InstructionDataArguments,
+    InstructionTuningDataArguments,
     SafeSFTTrainer,
     SFTArguments,
     last_logged,
@@ -38,7 +38,7 @@ from hf_scratchgpt.finetuning.instructions import to_messages
 def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     data_args, training_args, model_args, budget_args = parse_args(
-        (InstructionDataArguments, SFTArguments, FinetuneModelConfig, BudgetArguments), argv
+        (InstructionTuningDataArguments, SFTArguments, FinetuneModelConfig, BudgetArguments), argv
     )
     # Any instruction layout -> chat messages (loss on the assistant turns only); LoRA with --use_peft.
     run = run_instruction_tuning(

@@ -31,6 +31,7 @@ from hf_scratchgpt.finetuning.classification import (
     majority_class_accuracy,
 )
 from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments, build_labelled_splits
+from hf_scratchgpt.markdown import markdown_table
 
 DEFAULT_PROMPT = "Text: {text}\nLabel:"
 
@@ -169,12 +170,9 @@ def prompted_predictions(
 
 def side_by_side_table(methods: dict[str, dict[str, Any]], baselines: dict[str, float]) -> str:
     """Markdown: one row per method (zero-shot, k-shot, fine-tuned, ...) and one per baseline."""
-    lines = ["| method | accuracy | macro F1 | n |", "|---|---:|---:|---:|"]
-    for method, metrics in methods.items():
-        lines.append(f"| {method} | {metrics['accuracy']:.4f} | {metrics['f1']:.4f} | {metrics['samples']} |")
-    for name, accuracy in baselines.items():
-        lines.append(f"| {name} | {accuracy:.4f} | | |")
-    return "\n".join(lines) + "\n"
+    rows = [(method, f"{m['accuracy']:.4f}", f"{m['f1']:.4f}", m["samples"]) for method, m in methods.items()]
+    rows += [(name, f"{accuracy:.4f}", "", "") for name, accuracy in baselines.items()]
+    return markdown_table(("method", "accuracy", "macro F1", "n"), rows, align="lrrr") + "\n"
 
 
 def baseline_accuracies(

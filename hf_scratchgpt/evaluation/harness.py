@@ -19,12 +19,16 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..markdown import markdown_table
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -153,6 +157,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def load_model(
+    name_or_path: str,
+    auto_class: type = AutoModelForCausalLM,
+    *,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model folder or Hub id (through ``auto_class``) and its tokenizer, on ``device`` (default: cuda if
+    there is one), in eval mode."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model = auto_class.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    return model.to(device or default_device()).eval(), tokenizer
+
+
 def load_lm(
     model: Any,
     *,
@@ -254,46 +272,54 @@ def random_baselines(results: dict[str, Any]) -> dict[str, float | None]:
     return baselines
 
 
-def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float, float | None]]:
-    """(task, metric, value, stderr) for every scalar metric in lm-eval's ``results`` section."""
-    rows = []
-    for task, metrics in results["results"].items():
-        for key, value in metrics.items():
+class LmEvalScore(NamedTuple):
+    """One score of lm-eval's ``results`` section: ``results[task]["acc,none"]`` is task, metric and filter."""
+
+    task: str
+    metric: str
+    filter: str
+    value: float
+    stderr: float | None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def lm_eval_scores(results: dict[str, Any]) -> Iterator[LmEvalScore]:
+    """Every score in lm-eval's ``results`` section (of `evaluate_tasks`' result or a saved results.json), with
+    its standard error where lm-eval computed one. Keys are ``"metric,filter"`` (``"acc,none"``), the error
+    under ``"metric_stderr,filter"``; comma-less keys (``"alias"``, ``"sample_len"``) are bookkeeping."""
+    for task, scores in results["results"].items():
+        for key, value in scores.items():
             metric, comma, filter_name = key.partition(",")
-            # Metric keys are "metric,filter"; "alias" and "sample_len" are bookkeeping.
-            if not comma or metric.endswith("_stderr") or not isinstance(value, (int, float)):
+            if not comma or not _is_number(value) or metric.endswith("_stderr"):
                 continue
-            stderr = metrics.get(f"{metric}_stderr,{filter_name}")
-            rows.append((task, metric, float(value), stderr if isinstance(stderr, (int, float)) else None))
-    return rows
+            stderr = scores.get(f"{metric}_stderr,{filter_name}")
+            yield LmEvalScore(task, metric, filter_name, value, stderr if _is_number(stderr) else None)
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float | None]:
     """``{"task/metric": value, "task/random_baseline": value}``: the flat view for metrics.json."""
-    flat: dict[str, float | None] = {}
-    for task, metric, value, _ in _metric_rows(results):
-        flat[f"{task}/{metric}"] = value
+    flat: dict[str, float | None] = {f"{s.task}/{s.metric}": float(s.value) for s in lm_eval_scores(results)}
     for task, baseline in random_baselines(results).items():
         flat[f"{task}/random_baseline"] = baseline
     return flat
 
 
-def markdown_table(results: dict[str, Any]) -> str:
-    """One row per task and metric, with the random-guess accuracy beside every accuracy."""
+def results_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per task and metric, with the random-guess accuracy beside every accuracy."""
     baselines = random_baselines(results)
     n_shot = results.get("n-shot", {})
-    lines = [
-        "| task | n-shot | n | metric | value | ± stderr | random guess |",
-        "|---|---:|---:|---|---:|---:|---:|",
-    ]
-    for task, metric, value, stderr in _metric_rows(results):
+    rows = []
+    for task, metric, _, value, stderr in lm_eval_scores(results):
         baseline = baselines.get(task) if metric.startswith("acc") else None
         n = len(results.get("samples", {}).get(task, [])) or ""
-        lines.append(
-            f"| {task} | {n_shot.get(task, '')} | {n} | {metric} | {value:.4f} | "
-            f"{'' if stderr is None else f'{stderr:.4f}'} | {'' if baseline is None else f'{baseline:.4f}'} |"
-        )
-    return "\n".join(lines) + "\n"
+        stderr_text = "" if stderr is None else f"{stderr:.4f}"
+        baseline_text = "" if baseline is None else f"{baseline:.4f}"
+        rows.append((task, n_shot.get(task, ""), n, metric, f"{value:.4f}", stderr_text, baseline_text))
+    header = ("task", "n-shot", "n", "metric", "value", "± stderr", "random guess")
+    return markdown_table(header, rows, align="lrrlrrr") + "\n"
 
 
 def save_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, float | None]:
@@ -310,5 +336,5 @@ def save_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, f
         with (output / f"samples_{task}.jsonl").open("w", encoding="utf-8") as handle:
             for sample in samples:
                 handle.write(json.dumps(sample, default=handle_non_serializable) + "\n")
-    (output / "results.md").write_text(markdown_table(results))
+    (output / "results.md").write_text(results_table(results))
     return flat_metrics(results)

@@ -21,26 +21,22 @@ from typing import Any
 from scipy import stats
 
 from hf_scratchgpt.chat import generate_reply
-from hf_scratchgpt.data import split_train_validation
-from hf_scratchgpt.finetuning.instructions import held_out_prompts, load_instruction_dataset, to_messages
+from hf_scratchgpt.finetuning.instructions import (
+    InstructionDataArguments,
+    held_out_prompts,
+    load_instruction_splits,
+    to_messages,
+)
+from hf_scratchgpt.markdown import markdown_table
 
 
 def load_held_out_instructions(
-    source: str,
-    *,
-    limit: int | None = None,
-    validation_fraction: float = 0.1,
-    seed: int = 42,
-    system_prompt: str | None = None,
-    split: str = "train",
-    config: str | None = None,
+    data_args: InstructionDataArguments, seed: int, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """The held-out conversations of the SFT stage (same data, fraction and seed give the same rows), as
-    ``{"messages": [... up to the last user turn], "reference": answer}``; the first ``limit`` of them."""
-    dataset = to_messages(
-        load_instruction_dataset(source, split=split, config=config), system_prompt=system_prompt
-    )
-    validation = split_train_validation(dataset, validation_fraction, seed=seed)["validation"]
+    """The held-out conversations of the SFT stage (the same arguments and seed give the same rows: the same
+    function splits them), as ``{"messages": [... up to the last user turn], "reference": answer}``; the first
+    ``limit`` of them."""
+    validation = load_instruction_splits(data_args, to_messages, seed)[0]["validation"]
     return held_out_prompts(validation, limit if limit is not None else len(validation))
 
 
@@ -118,8 +114,15 @@ def _number(value: float | None) -> str:
 
 def summary_table(summary: dict[str, dict[str, float | None]]) -> str:
     """Markdown: one row per score with its mean, 95% interval, items scored and items left unscored."""
-    lines = ["| score | mean | 95% CI | n | unscored |", "|---|---:|---|---:|---:|"]
+    rows = []
     for key, s in summary.items():
-        interval = f"[{_number(s['ci_low'])}, {_number(s['ci_high'])}]"
-        lines.append(f"| {key} | {_number(s['mean'])} | {interval} | {s['n']} | {s['unscored']} |")
-    return "\n".join(lines) + "\n"
+        rows.append(
+            (
+                key,
+                _number(s["mean"]),
+                f"[{_number(s['ci_low'])}, {_number(s['ci_high'])}]",
+                s["n"],
+                s["unscored"],
+            )
+        )
+    return markdown_table(("score", "mean", "95% CI", "n", "unscored"), rows, align="lrlrr") + "\n"

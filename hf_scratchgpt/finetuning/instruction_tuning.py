@@ -30,36 +30,18 @@ from ..alignment import align_model_and_tokenizer
 from ..budget import BudgetArguments
 from ..chat import generate_reply
 from ..cli import ValidatedArguments
-from ..data import split_train_validation
 from ..gpt2_start import load_model_and_tokenizer
 from ..training import OutputDirArguments, PrecisionArguments, SafeSavesMixin, check_output_dir
-from .instructions import held_out_prompts, load_instruction_dataset
+from .instructions import InstructionDataArguments, held_out_prompts, load_instruction_splits
 from .stage import MERGED_DIR, SavedModel, make_stage_trainer, save_finetuned, write_stage_files
 
 BASE_DIR = "base"  # OUTPUT_DIR/base: a LoRA run's start model, when it existed only in memory
 
 
 @dataclass
-class InstructionDataArguments(ValidatedArguments):
-    """Which instruction data to train on and how to hold some out."""
+class InstructionTuningDataArguments(InstructionDataArguments):
+    """The instruction data (`InstructionDataArguments`) and the sample answers a stage writes."""
 
-    dataset_name: str = field(
-        metadata={"help": "Hub dataset id or local .json/.jsonl/.csv/.parquet file (Alpaca, messages, "
-                  "prompt/completion, or chosen/rejected for DPO)."}
-    )  # fmt: skip
-    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on (Hub datasets)."})
-    validation_fraction: float = field(
-        default=0.1, metadata={"help": "Share of the rows held out for eval loss and sample answers."}
-    )
-    system_prompt: str | None = field(
-        default=None, metadata={"help": "System message put before every prompt."}
-    )
-    skip_invalid_records: bool = field(
-        default=False,
-        metadata={"help": "Leave out records that lack a required field (e.g. an Alpaca 'output') instead of "
-                  "stopping; metrics.json counts them."},
-    )  # fmt: skip
     num_samples: int = field(
         default=5, metadata={"help": "Held-out instructions answered into samples.json."}
     )
@@ -138,26 +120,6 @@ def load_start_model(
     return model, tokenizer
 
 
-def load_instruction_splits(
-    data_args: InstructionDataArguments, convert: Callable[..., Dataset], seed: int
-) -> tuple[DatasetDict, int]:
-    """The instruction data in the trainer's format (``convert``: `to_messages` for SFT, `to_preference` for
-    DPO), split into ``train`` and ``validation`` (eval loss and samples); and how many records were left out
-    as invalid (``--skip_invalid_records``)."""
-    records = load_instruction_dataset(
-        data_args.dataset_name, split=data_args.dataset_train_split, config=data_args.dataset_config
-    )
-    dataset = convert(
-        records,
-        system_prompt=data_args.system_prompt,
-        source=data_args.dataset_name,
-        skip_invalid_records=data_args.skip_invalid_records,
-    )
-    return split_train_validation(dataset, data_args.validation_fraction, seed=seed), len(records) - len(
-        dataset
-    )
-
-
 @dataclass
 class InstructionTuningRun:
     """What `run_instruction_tuning` did: the trainer, the data, the training and evaluation results and
@@ -184,7 +146,7 @@ class InstructionTuningRun:
         }
 
     def write_outputs(
-        self, metrics: dict[str, Any], data_args: InstructionDataArguments, base_model: str
+        self, metrics: dict[str, Any], data_args: InstructionTuningDataArguments, base_model: str
     ) -> None:
         """samples.json (answers of the saved model to held-out prompts), model cards and, last, metrics.json."""
         samples = sample_answers(
@@ -196,7 +158,7 @@ class InstructionTuningRun:
 def run_instruction_tuning(
     trainer_class: type[Trainer],
     convert: Callable[..., Dataset],
-    data_args: InstructionDataArguments,
+    data_args: InstructionTuningDataArguments,
     training_args: SFTConfig | DPOConfig,
     model_args: ModelConfig,
     budget_args: BudgetArguments,
@@ -248,7 +210,7 @@ def save_start_model(model: PreTrainedModel, tokenizer: Any, output_dir: str | o
 
 
 def sample_answers(
-    model_dir: str | os.PathLike, tokenizer: Any, dataset: Dataset, data_args: InstructionDataArguments
+    model_dir: str | os.PathLike, tokenizer: Any, dataset: Dataset, data_args: InstructionTuningDataArguments
 ) -> list[dict[str, str]]:
     """Greedy answers of the model saved in ``model_dir`` (what was saved, not what is in memory) to the first
     ``--num_samples`` held-out conversations: ``{"prompt", "output", "reference"}``."""
@@ -277,7 +239,7 @@ __all__ = [
     "BASE_DIR",
     "DPOArguments",
     "FinetuneModelConfig",
-    "InstructionDataArguments",
+    "InstructionTuningDataArguments",
     "InstructionTuningRun",
     "LoRAModelConfig",
     "SFTArguments",
@@ -286,7 +248,6 @@ __all__ = [
     "SmallModelTrainingDefaults",
     "cap_max_length",
     "last_logged",
-    "load_instruction_splits",
     "load_start_model",
     "run_instruction_tuning",
     "sample_answers",

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset, DatasetDict, load_dataset
 
+from ..cli import ValidatedArguments
 from ..data.files import RECORD_EXTENSIONS, SUPPORTED_EXTENSIONS, DataError, file_builder, load_data_file
+from ..data.splits import split_train_validation
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +239,49 @@ def load_instruction_dataset(
     return load_dataset(str(source), name=config, split=split)
 
 
+@dataclass
+class InstructionDataArguments(ValidatedArguments):
+    """Which instruction data to train on and how to hold some out (the SFT stage's evaluation takes the same,
+    so the same flags hold out the same rows)."""
+
+    dataset_name: str = field(
+        metadata={"help": "Hub dataset id or local .json/.jsonl/.csv/.tsv/.parquet file (Alpaca, messages, "
+                  "prompt/completion, or chosen/rejected for DPO)."}
+    )  # fmt: skip
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on (Hub datasets)."})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Share of the rows held out for eval loss and sample answers."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message put before every prompt."}
+    )
+    skip_invalid_records: bool = field(
+        default=False,
+        metadata={"help": "Leave out records that lack a required field (e.g. an Alpaca 'output') instead of "
+                  "stopping; metrics.json counts them."},
+    )  # fmt: skip
+
+
+def load_instruction_splits(
+    data_args: InstructionDataArguments, convert: Callable[..., Dataset], seed: int
+) -> tuple[DatasetDict, int]:
+    """The instruction data in the trainer's format (``convert``: `to_messages` for SFT, `to_preference` for
+    DPO), split into ``train`` and ``validation`` (eval loss and samples); and how many records were left out
+    as invalid (``--skip_invalid_records``)."""
+    records = load_instruction_dataset(
+        data_args.dataset_name, split=data_args.dataset_train_split, config=data_args.dataset_config
+    )
+    dataset = convert(
+        records,
+        system_prompt=data_args.system_prompt,
+        source=data_args.dataset_name,
+        skip_invalid_records=data_args.skip_invalid_records,
+    )
+    skipped = len(records) - len(dataset)
+    return split_train_validation(dataset, data_args.validation_fraction, seed=seed), skipped
+
+
 def held_out_prompts(dataset: Dataset, count: int) -> list[dict[str, Any]]:
     """The first ``count`` rows of a ``messages`` or preference (``prompt``/``chosen``) dataset as a prompt
     (the turns before the answer) and the reference answer, for sample generations."""
@@ -250,11 +297,13 @@ def held_out_prompts(dataset: Dataset, count: int) -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "InstructionDataArguments",
     "alpaca_to_messages",
     "alpaca_user_text",
     "detect_format",
     "held_out_prompts",
     "load_instruction_dataset",
+    "load_instruction_splits",
     "preference_to_dpo",
     "prompt_completion_to_messages",
     "to_messages",
