@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .evaluation.harness import lm_eval_scores
+from .markdown import markdown_table
 
 TEMPLATE_PATH = Path(__file__).with_name("templates") / "model_card.md.j2"
 # The card's code snippets name this repo until the model is pushed; `fill_repo_id` replaces it.
@@ -84,12 +87,15 @@ TRAINING_ROWS = {
     "eval_perplexity": ("validation perplexity", ""),
     "eval_bits_per_byte": ("validation bits per byte", ""),
 }
+# Written by the data stage (training/prepare_data.py: corpus_documents), the tokenizer stage
+# (training/train_tokenizer.py: vocab_size, tokenizer_bytes_per_token) and pretraining (the others, vocab_size):
+# a card shows the rows of the stage metrics it is given (`merge_metrics`).
 DATA_ROWS = {
     "corpus": ("corpus", ""),
     "corpus_documents": ("documents", ""),
     "train_blocks": ("training sequences", ""),
     "eval_blocks": ("validation sequences", ""),
-    "tokenizer_vocab_size": ("tokenizer vocabulary", "tokens"),
+    "vocab_size": ("tokenizer vocabulary", "tokens"),
     "tokenizer_bytes_per_token": ("bytes per token (validation text)", ""),
 }
 # Keys of a flat evaluation JSON that describe the run rather than score the model.
@@ -174,25 +180,13 @@ def _flat_scores(data: dict[str, Any]) -> dict[str, Any]:
     return test or scores
 
 
-def _lm_eval_scores(data: dict[str, Any]) -> Iterable[tuple[str, str, str, Any, Any]]:
-    """(task, metric, filter, value, stderr) for every score in lm-eval's ``results``."""
-    for task, scores in data["results"].items():
-        for key, value in scores.items():
-            metric, comma, filter_name = key.partition(",")
-            # Scores are "metric,filter"; comma-less keys ("sample_len", "alias") are bookkeeping.
-            if not comma or not _is_number(value) or metric.endswith("_stderr"):
-                continue
-            stderr = scores.get(f"{metric}_stderr,{filter_name}")
-            yield task, metric, filter_name, value, stderr if _is_number(stderr) else None
-
-
 def eval_results_to_model_index(eval_results: Any, task_type: str = "text-generation") -> list[EvalResult]:
     """`EvalResult` objects for the card's ``model-index``: every score of every source, values unchanged."""
     results = []
     for name, data in _sources(eval_results):
         if isinstance(data.get("results"), dict):
             configs, shots = data.get("configs", {}), data.get("n-shot", {})
-            for task, metric, filter_name, value, _ in _lm_eval_scores(data):
+            for task, metric, filter_name, value, _ in lm_eval_scores(data):
                 config = configs.get(task, {})
                 path = config.get("dataset_path")
                 results.append(
@@ -248,12 +242,6 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
-def _table(rows: Iterable[tuple[str, str]], header: tuple[str, str] = ("", "")) -> str:
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {label} | {value} |" for label, value in rows]
-    return "\n".join(lines)
-
-
 def count_parameters(model_dir: str | Path) -> int | None:
     """Parameters stored in a folder's safetensors files (tied weights are stored, and counted, once)."""
     from safetensors import safe_open
@@ -282,11 +270,13 @@ def _model_section(
     if config:
         rows = [(label, _fmt(config[key])) for key, label in ARCHITECTURE_ROWS.items() if key in config
                 and not (key == "rope_theta" and config.get("position_embedding_type") == "learned")]  # fmt: skip
-        parts.append(_table(rows, ("architecture", "")))
+        parts.append(markdown_table(("architecture", ""), rows))
     if adapter:
         rows = [(label, _fmt(adapter[key])) for key, label in ADAPTER_ROWS.items() if adapter.get(key)]
         base = adapter.get("base_model_name_or_path")
-        parts.append((f"An adapter on **{base}**.\n\n" if base else "") + _table(rows, ("adapter", "")))
+        parts.append(
+            (f"An adapter on **{base}**.\n\n" if base else "") + markdown_table(("adapter", ""), rows)
+        )
     if num_parameters:
         what = "trainable adapter parameters" if adapter and not config else "parameters"
         extra = f", {non_embedding:,} outside the embeddings" if non_embedding else ""
@@ -321,7 +311,7 @@ def _training_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _all_metrics(metrics: dict[str, Any]) -> str:
     rows = [(f"`{key}`", _fmt(value)) for key, value in metrics.items() if not isinstance(value, dict)]
-    return f"<details><summary>All stage metrics</summary>\n\n{_table(rows, ('key', 'value'))}\n\n</details>"
+    return f"<details><summary>All stage metrics</summary>\n\n{markdown_table(('key', 'value'), rows)}\n\n</details>"
 
 
 def _evaluation_tables(eval_results: Any) -> list[str]:
@@ -331,18 +321,16 @@ def _evaluation_tables(eval_results: Any) -> list[str]:
             shots, samples = data.get("n-shot", {}), data.get("n-samples", {})
             # eval/run_lm_eval.py adds the accuracy of guessing at random per task: shown beside accuracies.
             chance = data.get("random_baseline") or {}
-            lines = [f"**{name}** ({LM_EVAL_SOURCE})", "",
-                     "| task | shots | metric | value | ± stderr | random guess | examples |",
-                     "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
-            for task, metric, filter_name, value, stderr in _lm_eval_scores(data):
-                metric_label = metric if filter_name == "none" else f"{metric} ({filter_name})"
+            rows = []
+            for task, metric, filter_name, value, stderr in lm_eval_scores(data):
+                label = metric if filter_name == "none" else f"{metric} ({filter_name})"
+                guess = chance.get(task) if metric.startswith("acc") else None
+                guess_text = _fmt(guess) if _is_number(guess) else ""
+                stderr_text = "" if stderr is None else _fmt(stderr)
                 count = samples.get(task, {}).get("effective", "")
-                guess = (
-                    chance.get(task) if metric.startswith("acc") and _is_number(chance.get(task)) else None
-                )
-                lines.append(f"| {task} | {shots.get(task, '')} | {metric_label} | {_fmt(value)} | "
-                             f"{_fmt(stderr) if stderr is not None else ''} | "
-                             f"{_fmt(guess) if guess is not None else ''} | {count} |")  # fmt: skip
+                rows.append((task, shots.get(task, ""), label, _fmt(value), stderr_text, guess_text, count))
+            header = ("task", "shots", "metric", "value", "± stderr", "random guess", "examples")
+            lines = [f"**{name}** ({LM_EVAL_SOURCE})", "", markdown_table(header, rows, align="lrlrrrr")]
             limit = (data.get("config") or {}).get("limit")
             if limit:  # lm-eval's --limit: a count, or a fraction of each task when below 1
                 share = f"{limit:.0%} of the examples" if limit < 1 else f"At most {_fmt(limit)} examples"
@@ -354,7 +342,7 @@ def _evaluation_tables(eval_results: Any) -> list[str]:
             rows += [(f"`{key}` (baseline)", _fmt(value)) for key, value in data.items()
                      if _is_number(value) and re.search("baseline|majority_class", key)]  # fmt: skip
             if rows:
-                tables.append(f"**{name}**\n\n" + _table(rows, ("metric", "value")))
+                tables.append(f"**{name}**\n\n" + markdown_table(("metric", "value"), rows))
     return tables
 
 
@@ -383,9 +371,9 @@ def render_sections(
     data_rows = [
         (label, _fmt(metrics[key], unit)) for key, (label, unit) in DATA_ROWS.items() if key in metrics
     ]
-    sections.append(("Training data", _table(data_rows, ("data", "")) if data_rows else ""))
+    sections.append(("Training data", markdown_table(("data", ""), data_rows) if data_rows else ""))
     training_rows = _training_rows(metrics)
-    procedure = [_table(training_rows, ("training", ""))] if training_rows else []
+    procedure = [markdown_table(("training", ""), training_rows)] if training_rows else []
     if metrics:
         procedure.append(_all_metrics(metrics))
     sections.append(("Training procedure", "\n\n".join(procedure)))
@@ -404,14 +392,32 @@ PARITY_TITLE = "Export parity"
 
 def parity_section(parity: Mapping[str, Any]) -> str:
     """The Markdown of `scratchgpt verify`'s result: one row per loading path, versions and machine."""
-    lines = ["| path | weights | max \\|logit diff\\| | bound | greedy tokens identical | tokenizer round trip | result |",
-             "|---|---|---:|---:|---:|---|---|"]  # fmt: skip
+    rows = []
     for row in parity["rows"]:
         diff = "" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.3g}"
         bound = f"{row['bound']:.3g}" if row.get("bound") else ""
         result = "ok" if row["passed"] else f"**mismatch**: {row['note']}"
-        lines.append(f"| {row['path']} | {row['precision']} | {diff} | {bound} | {row['tokens_identical']} | "
-                     f"{row['tokenizer_round_trip']} | {result} |")  # fmt: skip
+        rows.append(
+            (
+                row["path"],
+                row["precision"],
+                diff,
+                bound,
+                row["tokens_identical"],
+                row["tokenizer_round_trip"],
+                result,
+            )
+        )
+    header = (
+        "path",
+        "weights",
+        "max \\|logit diff\\|",
+        "bound",
+        "greedy tokens identical",
+        "tokenizer round trip",
+        "result",
+    )
+    lines = [markdown_table(header, rows, align="llrrrll")]
     versions = ", ".join(f"{name} {version}" for name, version in parity.get("versions", {}).items())
     lines += ["", f"{parity['prompts']} prompts, {parity['new_tokens']} greedy tokens each; bound = relative bound "
               f"of the weight type × the largest reference logit ({parity['reference_logit_scale']:.3g}). "

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config, tiny_model
+from conftest import TRAINING_TEXT, load_script, tiny_config, tiny_model
+from datasets import load_from_disk
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
+from transformers import AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForSequenceClassification
 from hf_scratchgpt.cards import (
@@ -134,6 +136,29 @@ def test_sections_show_architecture_training_and_machine(model_dir):
     assert sections["Evaluation"].endswith("![training and validation loss](loss.png)")
     # Nothing known: no empty headings.
     assert render_sections({}) == []
+
+
+def test_the_data_and_tokenizer_stages_fill_the_cards_data_rows(model_dir, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"{text} ({i})" for i, text in enumerate(TRAINING_TEXT)), encoding="utf-8")
+    data_dir, tokenizer_dir = tmp_path / "data", tmp_path / "tokenizer"
+    load_script("training/prepare_data.py").main(
+        ["--data", str(corpus), "--txt_mode", "line", "--output_dir", str(data_dir)]
+    )
+    load_script("training/train_tokenizer.py").main(
+        ["--data", str(data_dir), "--vocab_size", "300", "--output_dir", str(tokenizer_dir)]
+    )
+    # What the tokenizer does to the validation text, counted here from the saved files.
+    validation = load_from_disk(data_dir)["validation"]["text"]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokens = sum(len(tokenizer(text)["input_ids"]) for text in validation)
+    bytes_per_token = sum(len(text.encode()) for text in validation) / tokens
+
+    stages = [data_dir / "metrics.json", tokenizer_dir / "metrics.json", model_dir / "metrics.json"]
+    data_section = dict(render_sections(stages))["Training data"]
+    assert f"| documents | {len(TRAINING_TEXT)} |" in data_section
+    assert f"| tokenizer vocabulary | {len(tokenizer)} tokens |" in data_section and len(tokenizer) == 300
+    assert f"| bytes per token (validation text) | {bytes_per_token:.4g} |" in data_section
 
 
 def test_loss_curve_is_drawn_from_the_trainer_state(model_dir, tmp_path):

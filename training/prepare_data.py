@@ -5,20 +5,20 @@
 
 Later stages read the folder with `--data outputs/data` and use its splits as they are, so the tokenizer, the
 pretraining and the evaluation see exactly the same text without loading the corpus again. Writes
-OUTPUT_DIR/{dataset_dict.json, train/, validation/, corpus.json} and, last, metrics.json.
+OUTPUT_DIR/{dataset_dict.json, train/, validation/, corpus.json} and, last, metrics.json (documents and bytes
+per split, and ``corpus_documents``, the model card's "documents" row).
 """
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from hf_scratchgpt.cli import parse_args, run_script
+from hf_scratchgpt.cli import ValidatedArguments, parse_args, run_script
 from hf_scratchgpt.pretraining import DataArguments, load_splits, save_splits
+from hf_scratchgpt.stage_files import write_metrics
 
 
 @dataclass
-class OutputArguments:
+class OutputArguments(ValidatedArguments):
     output_dir: str = field(default="outputs/data", metadata={"help": "Where to save the split corpus."})
     seed: int = field(default=42, metadata={"help": "Seed of the random train/validation split."})
 
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, split in splits.items():
         metrics[f"{name}_documents"] = len(split)
         metrics[f"{name}_bytes"] = sum(len(text.encode("utf-8")) for text in split["text"])
+    metrics["corpus_documents"] = sum(len(split) for split in splits.values())
     metrics["script_seconds"] = time.perf_counter() - started
-    (Path(output_args.output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(output_args.output_dir, metrics)
     print(f"{corpus_name}: {metrics['train_documents']} train / {metrics['validation_documents']} validation "
           f"documents saved to {output_args.output_dir}")  # fmt: skip
     return metrics

@@ -6,21 +6,21 @@
 
 Only the training split is read (split with --validation_fraction / --split_mode / --seed, as pretrain.py does),
 so validation text stays unseen. Any data option of hf_scratchgpt.pretraining.DataArguments works (Hub id, files,
-folders). Writes OUTPUT_DIR (tokenizer files) and, last, metrics.json.
+folders). Writes OUTPUT_DIR (tokenizer files) and, last, metrics.json (``vocab_size`` and
+``tokenizer_bytes_per_token`` on the validation split: the model card's tokenizer rows).
 """
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hf_scratchgpt import ScratchGPTTokenizer
-from hf_scratchgpt.cli import parse_args, run_script
+from hf_scratchgpt.cli import ValidatedArguments, parse_args, run_script
 from hf_scratchgpt.pretraining import DataArguments, load_splits
+from hf_scratchgpt.stage_files import write_metrics
 
 
 @dataclass
-class TokenizerArguments:
+class TokenizerArguments(ValidatedArguments):
     output_dir: str = field(default="outputs/tokenizer", metadata={"help": "Where to save the tokenizer."})
     vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size, special tokens included."})
     min_frequency: int = field(
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> ScratchGPTTokenizer:
         min_frequency=tokenizer_args.min_frequency,
         show_progress=True,
     )
-    output_dir = Path(tokenizer_args.output_dir)
-    tokenizer.save_pretrained(output_dir)
+    tokenizer.save_pretrained(tokenizer_args.output_dir)
 
     # How well it compresses text it never saw: bytes per token on the validation split.
     validation = list(splits["validation"]["text"])
@@ -52,10 +51,10 @@ def main(argv: list[str] | None = None) -> ScratchGPTTokenizer:
         "corpus": corpus_name,
         "train_documents": len(train),
         "vocab_size": len(tokenizer),
-        "validation_bytes_per_token": sum(len(text.encode()) for text in validation) / max(n_tokens, 1),
+        "tokenizer_bytes_per_token": sum(len(text.encode()) for text in validation) / max(n_tokens, 1),
         "script_seconds": time.perf_counter() - started,
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(tokenizer_args.output_dir, metrics)
     return tokenizer
 
 
