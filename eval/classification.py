@@ -68,6 +68,17 @@ class ClassificationEvalArguments:
     trust_remote_code: bool = False
     seed: int = 1234
 
+    def words_for(self, label_names: list[str]) -> list[str]:
+        """The word the prompted model answers with for each class: ``--label_words``, else the class names."""
+        if not self.label_words:
+            return label_names
+        words = self.label_words.split(",")
+        if len(words) != len(label_names):
+            raise ValueError(
+                f"--label_words {self.label_words}: one word per class {label_names}, in that order."
+            )
+        return words
+
 
 def main(argv: list[str] | None = None) -> dict:
     data_args, args = parse_args((DataArguments, ClassificationEvalArguments), argv)
@@ -79,11 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     train, test, label_names = load_labelled_test_split(data_args)
     if data_args.max_test_samples is not None:
         test = test.select(range(min(data_args.max_test_samples, len(test))))
-    label_words = args.label_words.split(",") if args.label_words else label_names
-    if len(label_words) != len(label_names):
-        raise ValueError(
-            f"--label_words {args.label_words}: one word per class {label_names}, in that order."
-        )
+    label_words = args.words_for(label_names)
 
     predictions: dict[str, list[int]] = {}
     if args.model_name_or_path:
@@ -115,7 +122,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     baselines = baseline_accuracies(train["label"], test["label"], len(label_names))
     output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     results = {
         "label_names": label_names,
         "label_words": label_words,
@@ -128,8 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     (output / "results.md").write_text(table)
     print(table)
 
-    metrics = {f"{method}/{key}": value for method, m in methods.items() for key, value in m.items()
-               if not isinstance(value, list)}  # fmt: skip
+    flat = {f"{method}/{key}": value for method, scores in methods.items() for key, value in scores.items()}
+    metrics = {key: value for key, value in flat.items() if not isinstance(value, list)}
     write_metrics(output, metrics)
     return metrics
 

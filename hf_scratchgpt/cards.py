@@ -29,6 +29,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluation.harness import lm_eval_scores
 from .markdown import markdown_table
+from .stage_files import METRICS_FILE
 
 TEMPLATE_PATH = Path(__file__).with_name("templates") / "model_card.md.j2"
 # The card's code snippets name this repo until the model is pushed; `fill_repo_id` replaces it.
@@ -119,7 +120,7 @@ def load_json(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         return dict(source)
     path = Path(source)
     if path.is_dir():
-        results, metrics = path / "results.json", path / "metrics.json"
+        results, metrics = path / "results.json", path / METRICS_FILE
         if not results.is_file() and not metrics.is_file():
             raise CardError(f"{path} holds neither results.json nor metrics.json.")
         if results.is_file() and (

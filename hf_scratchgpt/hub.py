@@ -32,6 +32,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import filter_repo_objects
 
 from .cards import REPO_PLACEHOLDER, build_model_card, fill_repo_id
+from .stage_files import METRICS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +95,14 @@ def _card_text(folder: Path, repo_id: str, base_model: str | None) -> str:
     if readme.is_file() and BLANK_TEMPLATE_MARK not in readme.read_text(encoding="utf-8"):
         card = ModelCard.load(readme)
     else:
-        stage_files = [folder / name for name in ("metrics.json",) if (folder / name).is_file()]
-        results = [folder / name for name in ("results.json",) if (folder / name).is_file()]
-        card = build_model_card(folder, metrics=stage_files or None, eval_results=results or None,
-                                base_model=base_model, repo_id=repo_id)  # fmt: skip
+        metrics, results = folder / METRICS_FILE, folder / "results.json"
+        card = build_model_card(
+            folder,
+            metrics=metrics if metrics.is_file() else None,
+            eval_results=results if results.is_file() else None,
+            base_model=base_model,
+            repo_id=repo_id,
+        )
     if base_model:
         card.data.base_model = base_model
     if REPO_PLACEHOLDER in card.content and getattr(card.data, "eval_results", None):

@@ -32,6 +32,7 @@ from hf_scratchgpt.finetuning.classification import (
 )
 from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments, build_labelled_splits
 from hf_scratchgpt.markdown import markdown_table
+from hf_scratchgpt.stage_files import METRICS_FILE
 
 DEFAULT_PROMPT = "Text: {text}\nLabel:"
 
@@ -104,7 +105,7 @@ def classifier_predictions(
 
 def trained_max_length(classifier_dir: str | Path) -> int | None:
     """The ``max_seq_length`` the fine-tuning stage cut texts to, from its ``metrics.json``, if recorded."""
-    metrics_file = Path(classifier_dir) / "metrics.json"
+    metrics_file = Path(classifier_dir) / METRICS_FILE
     if not metrics_file.is_file():
         return None
     return json.loads(metrics_file.read_text()).get("max_seq_length")
