@@ -90,7 +90,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
             ],
             **adamw_kwargs,
         )
-        super().__init__(self._inner_groups(), defaults={})
+        # defaults["lr"] is --learning_rate, which schedules such as cosine_with_min_lr read as the base rate.
+        super().__init__(self._inner_groups(), defaults={"lr": args.learning_rate})
 
     def _inner_groups(self) -> list[dict[str, Any]]:
         return [*self.muon.param_groups, *self.adamw.param_groups]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, load_script
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, get_scheduler
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.budget import BudgetArguments
@@ -150,6 +150,13 @@ def test_muon_trains_the_block_matrices_and_adamw_the_rest(tmp_path):
     muon_params = {id(p) for group in optimizer.muon.param_groups for p in group["params"]}
     assert muon_params == {id(p) for n, p in model.named_parameters() if n in names}
     assert [group["lr"] for group in optimizer.param_groups] == [1e-2, 3e-3, 3e-3]
+    # The tiny recipe's schedule scales every group from its own rate (min_lr relative to --learning_rate).
+    scheduler = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=0, num_training_steps=10,
+                              scheduler_specific_kwargs={"min_lr": 3e-4})  # fmt: skip
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([1e-3, 3e-4, 3e-4])
     # A scheduler's change reaches the inner optimizers, also after a checkpoint is loaded.
     optimizer.load_state_dict(optimizer.state_dict())
     optimizer.param_groups[0]["lr"] = 5e-3
