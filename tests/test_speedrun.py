@@ -52,7 +52,7 @@ def small_job(run_dir: Path, corpus: Path, *extra: str) -> list[str]:
 def test_stages_hand_over_folders_and_a_rerun_skips_them(corpus, tmp_path, capsys):
     run = tmp_path / "run"
     report = speedrun.main(small_job(run, corpus, "--max_steps", "6", "--time_budget", "10"))
-    for stage in ("data", "tokenizer", "pretrain", "samples"):
+    for stage in ("data", "tokenizer", "pretrain", "samples", "export"):
         assert (run / stage / "metrics.json").is_file(), stage
     assert {p.name for p in run.iterdir()} >= {
         "report.md",
@@ -72,6 +72,11 @@ def test_stages_hand_over_folders_and_a_rerun_skips_them(corpus, tmp_path, capsy
     )  # explicit steps: no budget
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     assert model.num_parameters() == pretrained["num_parameters"]
+    # The export stage checked the in-tree and GGUF exports; the card shows that and every stage's data rows.
+    card = (run / "pretrain" / "README.md").read_text()
+    for row in ("Export parity", "| documents |", "| bytes per token (validation text) |"):
+        assert row in card, row
+    assert (run / "export" / "hf" / "config.json").is_file()
 
     text = report.read_text()
     merged = json.loads((run / "metrics.json").read_text())
@@ -84,7 +89,7 @@ def test_stages_hand_over_folders_and_a_rerun_skips_them(corpus, tmp_path, capsy
     assert f"| validation loss | {pretrained['eval_loss']:.4g}" in text
     assert "| validation bits per byte |" in text
     stages = merged["run"]["stages"]
-    assert [entry["status"] for entry in stages.values()][:4] == ["done"] * 4
+    assert [entry["status"] for entry in stages.values()][:5] == ["done"] * 5
     assert all(stages[name]["seconds"] > 0 for name in ("data", "tokenizer", "pretrain", "samples"))
     # Without --task_data_dir, fine-tuning and evaluation are skipped with a notice, not a crash.
     skipped = {name: entry for name, entry in stages.items() if entry["status"] == "skipped"}
@@ -95,7 +100,7 @@ def test_stages_hand_over_folders_and_a_rerun_skips_them(corpus, tmp_path, capsy
         speedrun.main(small_job(run, corpus, "--max_steps", "6"))
     capsys.readouterr()
     speedrun.main(small_job(run, corpus, "--max_steps", "6", "--resume"))
-    assert capsys.readouterr().out.count("already complete") == 4
+    assert capsys.readouterr().out.count("already complete") == 5
     assert json.loads((run / "speedrun.json").read_text())["stages"]["pretrain"]["status"] == "reused"
 
 

@@ -11,6 +11,7 @@ eval/generate_samples.py), run as a separate process that reads the previous sta
     RUN/tokenizer/  BPE trained on the train split only
     RUN/pretrain/   the model (+ tokenizer), checkpoints, budget.json; RUN/model points to it
     RUN/samples/    generations of the reloaded model
+    RUN/export/     the model as in-tree transformers (hf/) and GGUF (gguf/), checked by scratchgpt verify
     with --task_data_dir DIR (e.g. ../shared/data), else skipped with a one-line notice:
     RUN/classifier-sms/  SMS spam classifier (training/finetune_classifier.py)
     RUN/sft/, RUN/dpo/   instruction tuning and preference tuning (training/sft.py, training/dpo.py)
@@ -25,6 +26,7 @@ tokenizer, and any other option (e.g. --preset tiny, --max_steps 300, --precisio
 training/configs/tiny.yaml; an explicit --max_steps turns the budget off for pretraining.
 """
 
+import importlib.util
 import shlex
 import shutil
 import sys
@@ -113,6 +115,10 @@ def main(argv: list[str] | None = None) -> Path:
     instructions, no_instructions = task_file("instruction/instruction-data.json")
     preferences, no_preferences = task_file("instruction/instruction-data-with-preference.json")
     arc, no_eval = task_file("eval/arc_easy.jsonl")
+    # The export stage writes GGUF files and checks every export against the model (scratchgpt verify).
+    no_export = (
+        None if importlib.util.find_spec("gguf") else "gguf is not installed: pip install -e '.[export]'"
+    )
     configs, pretrained = HERE / "configs", str(run / "pretrain")
     # Stages with a budget flag get `weight` shares of the time left; the others are paid for by their
     # reserve_seconds (process start, loading, a fixed amount of work), kept aside while earlier stages run.
@@ -131,6 +137,9 @@ def main(argv: list[str] | None = None) -> Path:
         Stage("samples", [python, str(REPO / "eval" / "generate_samples.py"), "--model_name_or_path", pretrained,
                           "--prompts_from", str(run / "data"), "--output_dir", str(run / "samples")],
               run / "samples"),
+        Stage("export", [python, "-m", "hf_scratchgpt.commands", "verify", pretrained,
+                         "--export_to", str(run / "export"), "--outtypes", "f16", "q8_0"],
+              run / "export", reserve_seconds=60, skip_reason=no_export),
         Stage("classifier", [python, str(HERE / "finetune_classifier.py"), "--config", str(configs / "finetune_sms_spam.yaml"),
                              "--model_name_or_path", pretrained, "--train_file", sms,
                              "--output_dir", str(run / "classifier-sms")],
@@ -175,7 +184,8 @@ def main(argv: list[str] | None = None) -> Path:
     evaluations = [
         run / "eval" / name for name in ("lm_eval",) if (run / "eval" / name / "metrics.json").is_file()
     ]
-    write_model_card(run / "pretrain", metrics=run / "pretrain" / "metrics.json", eval_results=evaluations)
+    stage_metrics = [run / stage / "metrics.json" for stage in ("data", "tokenizer", "pretrain")]
+    write_model_card(run / "pretrain", metrics=stage_metrics, eval_results=evaluations)
     model_link = run / "model"  # the README's name for the pretrained model folder
     if not model_link.exists():
         model_link.symlink_to("pretrain")
