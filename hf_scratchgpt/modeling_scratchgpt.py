@@ -1,13 +1,14 @@
 """The ScratchGPT model, written from scratch: embeddings, attention, MLP, blocks and task heads.
 
 Read it top to bottom like nanoGPT's ``model.py``: small building blocks first, then the transformer
-backbone (``ScratchGPTModel``), then the heads that sit on top of it (causal LM, sequence
-classification, token classification, question answering).
+backbone (``ScratchGPTModel``), the language-model loss computed a chunk of tokens at a time, then the heads
+that sit on top of the backbone (causal LM, sequence classification, token classification, question answering).
 
 Everything that is *not* the model itself is delegated to ``transformers`` so the model plugs into the
 whole ecosystem: the attention kernel is picked through the attention interface (eager / sdpa / flash /
 flex), the KV cache is a ``transformers`` ``Cache``, masks come from ``create_causal_mask`` (which also
-handles left padding and packed sequences), and losses come from ``self.loss_function``.
+handles left padding and packed sequences), and losses come from ``self.loss_function`` (in training, the
+causal-LM loss is computed without holding the logits: `causal_lm_loss_without_logits`).
 
 This file is copied next to saved weights as remote code, so apart from ``torch`` and ``transformers``
 it imports only its sibling ``configuration_scratchgpt``.
@@ -26,6 +27,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationConfig, GenerationMixin
+from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -390,6 +392,9 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
         # A paged cache holds many requests and has no single length; continuous batching passes position_ids.
         past_length = cache.get_seq_length() if cache is not None and not paged else 0
         seq_length = inputs_embeds.shape[1]
+        # Only positions the caller gave can mark packed sequences (restarting at 0). Ours never do, and passing
+        # them to the mask would make a compiled graph build a full mask where sdpa's is_causal suffices.
+        packing_position_ids = position_ids
         if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
         elif position_ids is None:
@@ -410,7 +415,9 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
         hidden_states = self.drop(hidden_states)
 
         # The cache goes in positionally: its keyword is `cache` from transformers 5.24, `past_key_values` before.
-        causal_mask = create_causal_mask(self.config, inputs_embeds, attention_mask, mask_cache, position_ids)
+        causal_mask = create_causal_mask(
+            self.config, inputs_embeds, attention_mask, mask_cache, packing_position_ids
+        )
         for block in self.h:
             hidden_states = block(
                 hidden_states,
@@ -447,6 +454,104 @@ class ScratchGPTModel(ScratchGPTPreTrainedModel):
 
 
 # ----------------------------------------------------------------------------------------------------
+# The language-model loss without the full logits
+# ----------------------------------------------------------------------------------------------------
+
+# Logits computed at once per chunk of tokens, at most: about 16 MB in float32, small enough to stay in a CPU's
+# caches while softmax and its gradient run over them, large enough for efficient matrix products.
+LOSS_CHUNK_LOGITS = 1 << 22
+# A compiled graph unrolls the loop over chunks: more chunks than this would mostly add compile time.
+LOSS_MAX_CHUNKS = 8
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of the logits ``hidden @ weight.T`` against ``targets``, a chunk of tokens at a time.
+
+    In a small model's training step the (tokens x vocabulary) logits are the largest tensor by far (2048 tokens
+    of an 8192-token vocabulary: 64 MB in float32), written and read again by the softmax, the loss and their
+    gradients. Here each chunk's logits exist only while its loss is computed, and the gradients come with it:
+    the gradient of cross-entropy with respect to the logits, softmax - one_hot, is known as soon as the logits
+    are. So the forward pass computes the gradients autograd will ask for (``hidden``'s, ``weight``'s) too, and
+    the backward pass only scales them. Matrix products run in ``dtype`` (bf16 under autocast, as autocast would run the LM head),
+    softmax in float32. Targets equal to ``ignore_index`` count for nothing.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ignore_index: int, dtype: torch.dtype):
+        needs_grad_hidden, needs_grad_weight = ctx.needs_input_grad[:2]
+        tokens, vocab = hidden.shape[0], weight.shape[0]
+        chunk = max(tokens // LOSS_MAX_CHUNKS, LOSS_CHUNK_LOGITS // vocab, 1)
+        h, w = hidden.to(dtype), weight.to(dtype)
+        valid = targets != ignore_index
+        targets = targets.where(valid, 0)  # any class: ignored rows are zeroed below
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if needs_grad_hidden else None
+        grad_logits = h.new_empty(tokens, vocab) if needs_grad_weight else None
+        for start in range(0, tokens, chunk):
+            rows = slice(start, start + chunk)
+            logits = (h[rows] @ w.T).float()
+            log_norm = logits.logsumexp(-1)
+            target_logits = logits.gather(1, targets[rows, None]).squeeze(1)
+            total += ((log_norm - target_logits) * valid[rows]).sum()
+            if needs_grad_hidden or needs_grad_weight:
+                grad = logits.sub_(log_norm[:, None]).exp_().to(dtype)  # softmax, in place
+                grad.scatter_add_(1, targets[rows, None], grad.new_full((grad.shape[0], 1), -1))  # - one_hot
+            if needs_grad_hidden:
+                grad_hidden[rows] = (grad @ w) * valid[rows, None]
+            if needs_grad_weight:
+                grad_logits[rows] = grad
+        # The weight's gradient in one product over all chunks, faster than a sum of small ones; its input is kept
+        # in `dtype` (the ignored tokens' hidden states zeroed), never as float32 logits.
+        grad_weight = None
+        if needs_grad_weight:
+            grad_weight = (grad_logits.T @ (h * valid[:, None].to(dtype))).to(weight.dtype)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (
+            None if grad_hidden is None else grad_hidden * grad_total,
+            None if grad_weight is None else grad_weight * grad_total,
+            None,
+            None,
+            None,
+        )
+
+
+def causal_lm_loss_without_logits(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.LongTensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.LongTensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """The loss ``ForCausalLMLoss`` computes from ``lm_head(hidden_states)``, without those logits.
+
+    Same arguments and result: labels are shifted (tokens < n predict n) unless ``shift_labels`` is given, the
+    sum is divided by ``num_items_in_batch`` when given (Trainer's gradient accumulation), else by the number of
+    labels that are not ``ignore_index``.
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    targets = shift_labels.reshape(-1).to(hidden_states.device)
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    if not torch.is_grad_enabled():  # no backward pass will follow: let the forward compute no gradients
+        hidden, weight = hidden.detach(), weight.detach()
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    total = ChunkedLinearCrossEntropy.apply(hidden, weight, targets, ignore_index, dtype)
+    if num_items_in_batch is None:
+        return total / (targets != ignore_index).sum()
+    return total / (
+        num_items_in_batch.to(total.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
 # Heads
 # ----------------------------------------------------------------------------------------------------
 
@@ -478,10 +583,15 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        skip_logits: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""``labels`` are the input ids themselves (the loss shifts them); -100 marks ignored positions.
-        ``logits_to_keep=1`` computes logits for the last position only, as ``generate`` does."""
+        ``logits_to_keep=1`` computes logits for the last position only, as ``generate`` does.
+        ``skip_logits=True`` returns the loss only (``logits`` is None), computed without ever holding the
+        logits (`causal_lm_loss_without_logits`). The default skips them when training with labels, as Liger
+        kernels do (Trainer passes the same argument for loss-only evaluations); ``skip_logits=False`` returns
+        both."""
         outputs: BaseModelOutputWithPast = self.transformer(
             input_ids,
             attention_mask=attention_mask,
@@ -491,18 +601,43 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+        if skip_logits is None:
+            skip_logits = self.training and labels is not None
+        if skip_logits and labels is None:
+            raise ValueError(
+                "skip_logits=True returns the loss without logits, so it needs labels: pass labels=..., or "
+                "skip_logits=False to get the logits."
             )
+        hidden_states = outputs.last_hidden_state
+        logits = loss = None
+        if skip_logits and self.loss_can_skip_logits():
+            loss = causal_lm_loss_without_logits(hidden_states, self.lm_head.weight, labels, **kwargs)
+        else:
+            logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+            if labels is not None:
+                loss = self.loss_function(
+                    logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+                )
+            if skip_logits:
+                logits = None
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+        )
+
+    def loss_can_skip_logits(self) -> bool:
+        """Whether `causal_lm_loss_without_logits` computes what ``loss_function(lm_head(...))`` would: the head is
+        a plain linear layer (no adapter, hook or sharded weight) and the loss is transformers' causal-LM loss."""
+        head = self.lm_head
+        return (
+            type(head) is nn.Linear
+            and head.bias is None
+            and type(head.weight) is nn.Parameter
+            and not (head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook"))
+            and self.loss_function is ForCausalLMLoss
         )
 
     def _prepare_generated_length(

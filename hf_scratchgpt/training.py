@@ -16,6 +16,7 @@ Only what the Trainer does not already do lives here:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -241,11 +242,31 @@ class SafeSavesMixin:
 
 
 class ScratchGPTTrainer(SafeSavesMixin, Trainer):
-    """``Trainer`` with GPT-style weight decay, saves that lose nothing (see `SafeSavesMixin`) and, for a
-    language model, the perplexity next to every evaluation loss. Works for every head (classifiers too)."""
+    """``Trainer`` with GPT-style weight decay, saves that lose nothing (see `SafeSavesMixin`), loss-only
+    evaluations that never build the logits, and, for a language model, the perplexity next to every evaluation
+    loss. Works for every head (classifiers too).
+
+    Training needs no switch for speed: ScratchGPT's causal LM computes its training loss without the logits by
+    itself (``skip_logits``), the default ``--optim`` is fused AdamW, ``--precision auto`` picks bf16 where the
+    hardware runs it natively, and ``--torch_compile true`` compiles the model.
+    """
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
+
+    def prediction_step(self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys=None):
+        # An evaluation without compute_metrics only needs the loss: a model that can skip the logits (as Trainer
+        # asks Liger-patched models to) then never holds the (tokens x vocabulary) matrix.
+        if prediction_loss_only and self.forward_takes(model, "skip_logits"):
+            inputs = {**inputs, "skip_logits": True}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def forward_takes(self, model: nn.Module, argument: str) -> bool:
+        """Whether the model's own forward, under any DDP, compile or PEFT wrapper, has a parameter ``argument``."""
+        model = self.accelerator.unwrap_model(model, keep_torch_compile=False)
+        if hasattr(model, "get_base_model"):  # PEFT
+            model = model.get_base_model()
+        return argument in inspect.signature(model.forward).parameters
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # `evaluate()` passes its metrics dict here before returning it, so the addition shows up in
