@@ -238,11 +238,24 @@ class ScratchGPTAttention(nn.Module):
         return self.resid_dropout(self.o_proj(output)), weights
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU: 0.5 x (1 + tanh(z)) with z = sqrt(2/pi) (x + 0.044715 x^3).
+
+    Compiled for a CPU, it is written as x sigmoid(2z), the same function (0.5 (1 + tanh z) = sigmoid(2z)): there
+    the compiled sigmoid runs the MLP's activation and its gradient about 1.6x faster than the compiled tanh,
+    while in eager mode PyTorch's own GELU kernel is the fastest.
+    """
+    if not (torch.compiler.is_compiling() and x.device.type == "cpu"):
+        return F.gelu(x, approximate="tanh")
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))  # as the GELU kernel: bf16 computed in float32
+    return (wide * torch.sigmoid(math.sqrt(8 / math.pi) * (wide + 0.044715 * wide.pow(3)))).to(x.dtype)
+
+
 class ScratchGPTMLP(nn.Module):
     """The position-wise feed-forward network: expand, non-linearity, project back.
 
-    ``gelu``: GPT-2's MLP with the tanh-approximated GELU. ``relu2``: squared ReLU (Primer, nanochat).
-    ``swiglu``: a SiLU-gated linear unit (Llama), which needs the extra ``gate_proj``.
+    ``gelu``: GPT-2's MLP with the tanh-approximated GELU (`gelu_tanh`). ``relu2``: squared ReLU (Primer,
+    nanochat). ``swiglu``: a SiLU-gated linear unit (Llama), which needs the extra ``gate_proj``.
     """
 
     def __init__(self, config: ScratchGPTConfig):
@@ -264,7 +277,7 @@ class ScratchGPTMLP(nn.Module):
         elif self.mlp_type == "relu2":
             hidden = F.relu(self.up_proj(x)).square()
         else:
-            hidden = F.gelu(self.up_proj(x), approximate="tanh")
+            hidden = gelu_tanh(self.up_proj(x))
         return self.dropout(self.down_proj(hidden))
 
 

@@ -171,6 +171,18 @@ def test_compiled_training_step_equals_eager():
     assert_grads_close(eager_grads, {k.removeprefix("_orig_mod."): v for k, v in grads.items()}, rtol=1e-5)
 
 
+def test_compiled_gelu_is_gpt2s_gelu_and_gradient():
+    from hf_scratchgpt.modeling_scratchgpt import gelu_tanh
+
+    x = torch.linspace(-8, 8, 4001, dtype=torch.float64, requires_grad=True)
+    expected = nn.functional.gelu(x, approximate="tanh")
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    compiled = torch.compile(gelu_tanh, backend="aot_eager", fullgraph=True)(x)  # the sigmoid form
+    (grad,) = torch.autograd.grad(compiled.sum(), x)
+    torch.testing.assert_close(compiled, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
 def test_the_mask_of_unpacked_training_batches_is_left_to_sdpa_is_causal():
     from torch._dynamo.testing import CompileCounterWithBackend
 
