@@ -12,6 +12,7 @@ from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallba
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.budget import (
     CHINCHILLA_TOKENS_PER_PARAMETER,
+    EPOCHS_WORTH_REPEATING,
     MIN_USEFUL_STEPS,
     SIZE_LADDER,
     TRAINING_SHARE,
@@ -19,7 +20,6 @@ from hf_scratchgpt.budget import (
     choose_model_size,
     max_steps_for_budget,
     measure_seconds_per_step,
-    most_useful_parameters,
     non_embedding_parameters,
     plan_to_budget,
     training_flops_per_token,
@@ -302,24 +302,24 @@ def test_a_small_corpus_buys_a_larger_model_instead_of_more_epochs():
     corpus = unlimited.affordable_tokens / 10  # nano would see 10 epochs of this corpus
     constrained = choose_model_size(speed, budget, config_for, corpus_tokens=corpus)
     assert constrained.size.name == "micro" and "Muennighoff" in constrained.rule
-    # micro sees at least 4 epochs (4.3 here), and fits what the corpus can train; the next rung does not.
+    # micro sees at least 4 epochs (4.3 here); the next rung could not.
     assert (
         4 * corpus <= constrained.affordable_tokens < 5 * corpus
         and "epochs of the corpus" in constrained.rule
     )
-    assert constrained.non_embedding_parameters <= most_useful_parameters(corpus, 20)
-    assert non_embedding_parameters(config_for(SIZE_LADDER[3])) > most_useful_parameters(corpus, 20)
+    bigger = choose_model_size(speed, budget, config_for, ladder=SIZE_LADDER[3:], corpus_tokens=corpus)
+    assert bigger.affordable_tokens < EPOCHS_WORTH_REPEATING * corpus
     # A corpus large enough for the Chinchilla optimum changes nothing.
     plenty = choose_model_size(speed, budget, config_for, corpus_tokens=unlimited.affordable_tokens)
     assert plenty.size == unlimited.size
 
 
-def test_a_tiny_corpus_does_not_buy_a_model_larger_than_it_can_train():
-    fast = choose_model_size(1e13, 900.0, config_for)  # plenty of compute: a large rung with unlimited text
-    assert SIZE_LADDER.index(fast.size) >= 3
-    tiny_corpus = choose_model_size(1e13, 900.0, config_for, corpus_tokens=20_000)
-    assert tiny_corpus.size == SIZE_LADDER[0]  # (1 + 5.3) x 4 x 20k / 20 = 25k parameters: the smallest rung
-    assert most_useful_parameters(20_000, 20) == pytest.approx(25_200)
+def test_a_corpus_shorter_than_a_context_does_not_buy_that_context():
+    # A GPU's speed: with unlimited text, a rung with a 512- or 1024-token context; with 300 tokens, not.
+    unlimited = choose_model_size(1e15, 900.0, config_for)
+    assert config_for(unlimited.size).max_position_embeddings > 300
+    choice = choose_model_size(1e15, 900.0, config_for, corpus_tokens=300)
+    assert config_for(choice.size).max_position_embeddings <= 300 and choice.size.name == "tiny"
 
 
 def fixed_speed_probe(seconds_per_step: float):
