@@ -89,3 +89,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_compile_caches():
+    """Each test compiles from scratch: across a whole run, the tests that compile the same model forward would
+    otherwise exhaust dynamo's per-function recompile limit (8), which fails a `fullgraph=True` compile."""
+    yield
+    torch.compiler.reset()
