@@ -14,7 +14,7 @@ TORCH := torch==2.13.0
 LANE_minimum := transformers==5.23.0 trl==1.16.0 peft==0.21.0 accelerate==1.10.1
 LANE_newest := --upgrade transformers trl peft accelerate
 
-.PHONY: venv test compat upgrade lint speedrun clean
+.PHONY: venv test test-fast compat upgrade lint speedrun bench bench-gpu clean
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,23 @@ upgrade:
 	  echo "# torch is pinned in the Makefile (the CPU wheel) or is whatever build a GPU machine has."; \
 	  .venv-upgrade/bin/python -m pip freeze --exclude-editable | grep -v -E '^(torch|nvidia-|triton|cuda-)'; \
 	} > $(LOCK).new && mv $(LOCK).new $(LOCK)
+
+# The model, config, tokenizer and other unit tests: a quick check of a change (make test runs everything).
+test-fast: venv
+	$(TEST_ENV) $(PY) -m pytest -q tests/test_modeling.py tests/test_config.py tests/test_robust_config.py \
+		tests/test_robust_model.py tests/test_tokenizer.py tests/test_robust_tokenizer.py tests/test_bpe.py \
+		tests/test_conversion.py tests/test_compat_hooks.py tests/test_fast_path.py
+
+# Speed against the references, as ratios in one process; each script prints its table and writes
+# benchmarks/results.json (about 30 minutes on 2 CPU cores).
+bench: venv
+	$(TEST_ENV) $(PY) benchmarks/train_throughput.py --threads 1
+	$(TEST_ENV) $(PY) benchmarks/generation.py --threads 1
+
+# The same at GPT-2 124M in bf16 on a GPU, with MFU.
+bench-gpu: venv
+	$(TEST_ENV) $(PY) benchmarks/train_throughput.py --device cuda --shapes gpt2 --settings bf16+compile
+	$(TEST_ENV) $(PY) benchmarks/generation.py --device cuda --shapes gpt2
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

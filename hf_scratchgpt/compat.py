@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,20 @@ def reset_accelerator_state() -> None:
     AcceleratorState._reset_state(reset_partial_state=False)
 
 
+def compile_generation_on_any_device(compile_config: Any) -> None:
+    """Let ``generate`` compile its decoding steps on a CPU too (it does so only on accelerators otherwise)."""
+    compile_config._compile_all_devices = True
+
+
+def _check_compile_all_devices() -> None:
+    from transformers import CompileConfig
+    from transformers.generation import GenerationMixin
+
+    assert hasattr(CompileConfig, "_compile_all_devices"), "CompileConfig._compile_all_devices is gone"
+    source = inspect.getsource(GenerationMixin._valid_auto_compile_criteria)
+    assert "_compile_all_devices" in source, "generate no longer reads CompileConfig._compile_all_devices"
+
+
 def _check_tokenizer_registry() -> None:
     from transformers.models.auto import tokenization_auto
 
@@ -114,6 +129,12 @@ def _check_generated_length() -> None:
 
 
 PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
+    PrivateHook(
+        "transformers.CompileConfig._compile_all_devices",
+        "hf_scratchgpt/fast_generation.py: generate() compiles its decoding steps on a CPU too",
+        "transformers 5.23.0, 5.24.0",
+        _check_compile_all_devices,
+    ),
     PrivateHook(
         "transformers.models.auto.tokenization_auto.REGISTERED_TOKENIZER_CLASSES",
         "hf_scratchgpt/__init__.py: installed tokenizer class preferred over a folder's remote code",

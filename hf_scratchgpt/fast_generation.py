@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers import CompileConfig, PreTrainedModel
 
+from .compat import compile_generation_on_any_device
+
 
 def fast_generation_kwargs(
     model: PreTrainedModel, max_cache_len: int | None = None, backend: str = "inductor"
@@ -32,21 +34,12 @@ def fast_generation_kwargs(
     mode = "reduce-overhead" if on_gpu and backend == "inductor" else None
     compile_config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode=mode)
     if not on_gpu:
-        compile_on_any_device(compile_config)
+        compile_generation_on_any_device(compile_config)
     return {
         "cache_implementation": "static",
         "max_cache_len": max_cache_len or model.config.max_position_embeddings,
         "compile_config": compile_config,
     }
-
-
-def compile_on_any_device(compile_config: CompileConfig) -> None:
-    """Let ``generate`` compile its decoding steps on a CPU too (it does so only on accelerators otherwise).
-
-    Private hook of transformers 5.23/5.24 (``CompileConfig._compile_all_devices``, read by
-    ``GenerationMixin._valid_auto_compile_criteria``); to move into ``hf_scratchgpt.compat``.
-    """
-    compile_config._compile_all_devices = True
 
 
 __all__ = ["fast_generation_kwargs"]
