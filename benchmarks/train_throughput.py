@@ -394,7 +394,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         }
     if peak := peak_flops(args.device, args.peak_tflops):
         result["mfu"] = {
-            key: round(value * flops_per_token(shapes) / peak, 3) for key, value in throughput.items()
+            # Three significant figures: a tiny smoke-test model's MFU is far below 0.1%.
+            key: float(f"{value * flops_per_token(shapes) / peak:.3g}")
+            for key, value in throughput.items()
         }
     if args.trainer_steps and "ours" in best:
         result["trainer"] = trainer_overhead(
