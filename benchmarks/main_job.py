@@ -1,0 +1,166 @@
+"""Benchmark: what the main job's pretraining makes of a fixed time budget, against a plain PyTorch loop.
+
+    python benchmarks/main_job.py [--time_budget 5] [--data PATH] [any pretrain.py option]
+
+A fixed corpus (../shared/data/pretrain/tinystories_val_sample.txt, one document per line, the last 10% held
+out) and one BPE tokenizer trained on its training part, outside any clock. Then, in this process:
+
+* ours: training/pretrain.py with training/configs/tiny.yaml and --time_budget, exactly as the main job's
+  pretrain stage runs it (it measures the machine, chooses the model size, precision and steps, trains with
+  the schedule following the clock, evaluates and saves, all inside the budget);
+* the reference: the same model (same config, fresh weights), tokenizer, training blocks, batch size,
+  learning rate and precision, trained by a plain PyTorch loop (AdamW, warmup then cosine decay over the
+  loop's own wall time) for as long as ours took in all, with only its optimizer steps on the clock.
+
+Both are scored on every validation block by the same function; the figure is validation bits per byte
+(ratio ours / reference: below 1 is better). Results go to benchmarks/results.json under "main_job", with
+the machine and its load average.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import runpy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, DataCollatorForLanguageModeling, set_seed
+
+from hf_scratchgpt import ScratchGPTForCausalLM
+from hf_scratchgpt.benchmarking import machine_record, write_result
+from hf_scratchgpt.data import score_blocks, token_byte_lengths, tokenize_and_pack
+from hf_scratchgpt.pretraining import DataArguments, ModelArguments, load_splits, load_tokenizer
+from hf_scratchgpt.training import decay_parameter_names
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results.json"
+CORPUS = REPO.parent / "shared" / "data" / "pretrain" / "tinystories_val_sample.txt"
+SEED = 42
+
+
+def option(argv: list[str], name: str, default: str) -> str:
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
+def without(argv: list[str], *names: str) -> list[str]:
+    """``argv`` less the ``--name value`` pairs of ``names``."""
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and arg not in names:
+            kept.append(arg)
+        skip = arg in names and not skip
+    return kept
+
+
+def plain_loop(model: torch.nn.Module, blocks: Any, collator: Any, seconds: float, learning_rate: float,
+               batch_size: int, precision: str, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.1) -> int:  # fmt: skip
+    """Train ``model`` for ``seconds`` of optimizer steps (warmup, then cosine to ``min_lr_ratio`` over the
+    time): nanoGPT's loop, timed instead of counted. Returns the number of steps."""
+    device = next(model.parameters()).device
+    decayed = set(decay_parameter_names(model))
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in decayed], "weight_decay": 0.1},
+        {"params": [p for n, p in model.named_parameters() if n not in decayed], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.99))
+    loader = torch.utils.data.DataLoader(blocks, batch_size=batch_size, shuffle=True, collate_fn=collator)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    model.train()
+    steps, spent = 0, 0.0
+    while spent < seconds:
+        for batch in loader:
+            start = time.perf_counter()
+            progress = spent / seconds
+            if progress < warmup_fraction:
+                factor = progress / warmup_fraction
+            else:
+                cosine = 0.5 * (1 + math.cos(math.pi * (progress - warmup_fraction) / (1 - warmup_fraction)))
+                factor = min_lr_ratio + (1 - min_lr_ratio) * cosine
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * factor
+            with autocast:
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            spent += time.perf_counter() - start
+            if spent >= seconds:
+                break
+    return steps
+
+
+def main(
+    argv: list[str], results_file: Path = RESULTS, work: Path = REPO / "outputs" / "benchmark_main_job"
+) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    budget = float(option(argv, "--time_budget", "5"))
+    data_args = DataArguments(data=option(argv, "--data", str(CORPUS)), txt_mode="line", split_mode="tail")
+    vocab = int(option(argv, "--tokenizer_vocab_size", "4096"))
+    splits, _ = load_splits(data_args, SEED)
+    tokenizer = load_tokenizer(ModelArguments(tokenizer_vocab_size=vocab), splits["train"])
+    tokenizer.save_pretrained(work / "tokenizer")
+
+    # Ours: the main job's pretrain stage.
+    extra = without(argv, "--time_budget", "--data", "--tokenizer_vocab_size")
+    pretrain = runpy.run_path(str(REPO / "training" / "pretrain.py"))["main"]
+    ours = pretrain(
+        ["--config", str(REPO / "training" / "configs" / "tiny.yaml"), "--data", data_args.data, "--txt_mode", "line",
+         "--split_mode", "tail", "--seed", str(SEED), "--tokenizer_name_or_path", str(work / "tokenizer"),
+         "--output_dir", str(work / "ours"), "--overwrite_output_dir", "true", "--report_to", "none",
+         "--disable_tqdm", "true", "--time_budget", str(budget), *extra]
+    )  # fmt: skip
+
+    # The reference: the same model, data and settings in a plain loop, for as long as ours took in all.
+    set_seed(SEED)
+    config = AutoConfig.from_pretrained(work / "ours")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = ScratchGPTForCausalLM(config).to(device)
+    train = tokenize_and_pack(splits["train"], tokenizer, ours["block_size"])
+    validation = tokenize_and_pack(splits["validation"], tokenizer, ours["block_size"])
+    learning_rate = (ours["budget"]["size"] or {}).get("learning_rate") or 2e-3
+    steps = plain_loop(model, train, DataCollatorForLanguageModeling(tokenizer, mlm=False), ours["script_seconds"],
+                       learning_rate, 16, ours["precision"])  # fmt: skip
+    reference = score_blocks(model, validation, token_byte_lengths(tokenizer), 32)
+
+    result = {
+        "corpus": data_args.data if data_args.data != str(CORPUS) else str(CORPUS.relative_to(REPO.parent)),
+        "time_budget_minutes": budget,
+        "ours": {
+            "val_bits_per_byte": round(ours["eval_bits_per_byte"], 4),
+            "val_loss": round(ours["eval_loss"], 4),
+            "model_size": (ours["budget"]["size"] or {}).get("name"),
+            "size_rule": ours["budget"]["size_rule"],
+            "num_parameters": ours["num_parameters"],
+            "precision": ours["precision"],
+            "train_steps": ours["train_steps"],
+            "planned_steps": ours["budget"]["planned_steps"],
+            "epochs": round(ours["epoch"], 2),
+            "wall_seconds": round(ours["script_seconds"], 1),
+        },
+        "plain_loop": {
+            "val_bits_per_byte": round(reference["bits_per_byte"], 4),
+            "val_loss": round(reference["loss"], 4),
+            "train_steps": steps,
+            "train_seconds": round(ours["script_seconds"], 1),
+        },
+        "bits_per_byte_ours_to_plain_loop": round(ours["eval_bits_per_byte"] / reference["bits_per_byte"], 4),
+        "options": argv,
+        "device": ours["device"],
+        "machine": machine_record(device.type),
+        "load_average_before": round(load_before, 2),
+    }
+    write_result("main_job", result, results_file)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
