@@ -65,11 +65,13 @@ test-fast: venv
 		tests/test_robust_model.py tests/test_tokenizer.py tests/test_robust_tokenizer.py tests/test_bpe.py \
 		tests/test_conversion.py tests/test_compat_hooks.py tests/test_fast_path.py
 
-# Speed against the references, as ratios in one process; each script prints its table and writes
-# benchmarks/results.json (about 30 minutes on 2 CPU cores).
+# Speed and quality per compute against the references, as ratios in one process; each script prints its
+# table and writes benchmarks/results.json (about an hour on 2 CPU cores).
 bench: venv
 	$(TEST_ENV) $(PY) benchmarks/train_throughput.py --threads 1
 	$(TEST_ENV) $(PY) benchmarks/generation.py --threads 1
+	$(TEST_ENV) $(PY) benchmarks/shakespeare_char.py
+	$(TEST_ENV) $(PY) benchmarks/main_job.py --time_budget 5
 
 # The same at GPT-2 124M in bf16 on a GPU, with MFU.
 bench-gpu: venv
