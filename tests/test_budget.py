@@ -212,9 +212,8 @@ class SlowSteps(TrainerCallback):
         self.clock.now += self.seconds
 
 
-def run_against_the_clock(
-    tmp_path, step_seconds: float, planned_steps: int = 20, window: float = 10.0, **settings
-):
+def run_against_the_clock(tmp_path, step_seconds: float, headroom: float = 10.0, planned_steps: int = 20,
+                          window: float = 10.0):  # fmt: skip
     """Train a tiny model whose plan said ``planned_steps`` fit in ``window`` seconds, with steps that
     really take ``step_seconds``; returns the trainer, the schedule and the learning rate of every step."""
     tokenizer = ScratchGPTTokenizer()
@@ -225,10 +224,9 @@ def run_against_the_clock(
         output_dir=str(tmp_path), per_device_train_batch_size=2, report_to="none", use_cpu=True, precision="fp32",
         learning_rate=1e-3, lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr": 1e-4},
         warmup_steps=2, logging_steps=1, eval_strategy="steps", save_strategy="no", disable_tqdm=True,
-        **settings,
     )  # fmt: skip
     clock = FakeClock()
-    warmup = fit_steps_to_schedule(args, planned_steps)
+    warmup = fit_steps_to_schedule(args, planned_steps, headroom)
     schedule = DeadlineSchedule(clock() + window, warmup, clock=clock)
     trainer = Trainer(model=ScratchGPTForCausalLM(config), args=args, train_dataset=blocks, eval_dataset=blocks.select(range(4)),
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
@@ -243,7 +241,7 @@ def test_a_machine_slower_than_measured_still_warms_up_decays_and_stops_at_the_d
     # The probe said 0.5 s/step (20 steps in 10 s); the steps really take 1 s: half the steps, whole schedule.
     trainer, schedule, rates = run_against_the_clock(tmp_path, step_seconds=1.0)
     assert trainer.state.global_step == schedule.stopped_at_step == 10
-    assert schedule.progress == 1.0 and trainer.state.max_steps == 40  # twice the plan: only a bound
+    assert schedule.progress == 1.0 and trainer.state.max_steps == 200  # ten times the plan: only a bound
     assert max(rates) == pytest.approx(1e-3, rel=0.05)  # warmed up to the peak
     assert rates[-1] < 1.5e-4  # and decayed to about min_lr (a step-based cosine would stop near 5.5e-4)
     assert rates == sorted(rates[: rates.index(max(rates)) + 1]) + sorted(
@@ -254,8 +252,16 @@ def test_a_machine_slower_than_measured_still_warms_up_decays_and_stops_at_the_d
     assert eval_steps == [2, 4, 6, 8, 10]
 
 
-def test_a_machine_faster_than_measured_ends_the_schedule_at_max_steps(tmp_path):
-    trainer, schedule, rates = run_against_the_clock(tmp_path, step_seconds=0.1)  # 40 steps take 4 of 10 s
+def test_a_machine_faster_than_measured_uses_the_whole_time(tmp_path):
+    trainer, schedule, rates = run_against_the_clock(tmp_path, step_seconds=0.25)  # twice as fast as planned
+    assert trainer.state.global_step == schedule.stopped_at_step == 40 and schedule.progress == 1.0
+    assert rates[-1] < 1.5e-4
+
+
+def test_a_schedule_that_reaches_max_steps_first_ends_there_fully_decayed(tmp_path):
+    trainer, schedule, rates = run_against_the_clock(
+        tmp_path, step_seconds=0.1, headroom=2
+    )  # 40 steps in 4 s
     assert trainer.state.global_step == 40 and schedule.progress == 1.0
     assert rates[-1] < 1.5e-4
 

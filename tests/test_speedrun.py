@@ -129,12 +129,12 @@ def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
         plan["size"]["name"] in {"pico", "nano", "micro", "tiny"} and "the largest model" in plan["size_rule"]
     )
     assert plan["corpus_tokens"] > 0 and "epochs of the corpus" in plan["size_rule"]
-    # The Trainer's max_steps is only a bound (twice the plan): the schedule follows the clock to the deadline.
+    # The Trainer's max_steps is only a bound (ten times the plan): the schedule follows the clock to the deadline.
     assert metrics["max_steps"] == plan["planned_steps"] >= 10 and metrics["budget"] == plan
-    assert 0 < metrics["train_steps"] <= 2 * plan["planned_steps"]
+    assert 0 < metrics["train_steps"] <= 10 * plan["planned_steps"]
     assert metrics["tokens_seen"] == metrics["train_steps"] * 2 * metrics["block_size"]
     trainer_state = json.loads((out / "trainer_state.json").read_text())
-    assert trainer_state["max_steps"] == 2 * plan["planned_steps"]
+    assert trainer_state["max_steps"] == 10 * plan["planned_steps"]
     assert metrics["epoch"] == pytest.approx(
         metrics["tokens_seen"] / (metrics["train_blocks"] * metrics["block_size"]), rel=0.05
     )
