@@ -142,6 +142,9 @@ def training_flops_per_token(config: Any, context: int) -> float:
 # 5 minutes, this machine, bits per byte): pico 32 epochs 1.552, nano 20 epochs 1.570, micro 14 epochs 1.504,
 # tiny 10 epochs 1.465 (the rung this rule picks there).
 EPOCHS_WORTH_REPEATING = 4.0
+# Past about this many epochs more passes buy nothing (the paper's R_D* = 15.4) and, without enough data, the
+# model only memorises: a run that turns out faster than planned stops here rather than train on.
+MOST_EPOCHS = 16.0
 
 
 def tokens_worth_buying(n: int, corpus_tokens: float | None, tokens_per_parameter: float) -> float:
@@ -414,6 +417,7 @@ __all__ = [
     "BudgetPlan",
     "CHINCHILLA_TOKENS_PER_PARAMETER",
     "EPOCHS_WORTH_REPEATING",
+    "MOST_EPOCHS",
     "MIN_USEFUL_STEPS",
     "SIZE_LADDER",
     "ModelSize",

@@ -140,16 +140,18 @@ class DeadlineSchedule(TrainerCallback):
             self.stopped_at_step = state.global_step
 
 
-def fit_steps_to_schedule(args: TrainingArguments, planned_steps: int, headroom: float = 10.0) -> float:
+def fit_steps_to_schedule(args: TrainingArguments, planned_steps: int, headroom: float = 10.0,
+                          most_steps: int | None = None) -> float:  # fmt: skip
     """Set ``args`` for a run whose schedule a `DeadlineSchedule` drives; returns the warmup fraction.
 
-    ``max_steps`` becomes ``headroom`` x the planned steps, only a bound: the deadline ends the run (a main job
-    on a shared 2-core machine ran twice as fast as its probe had measured, and with a bound of 2x it stopped
-    at the bound with a fifth of its time unused). The step-based evaluations and checkpoints are moved past
-    it (the schedule requests them by time instead).
+    ``max_steps`` becomes ``headroom`` x the planned steps (at most ``most_steps``, e.g. the steps of the most
+    epochs worth training), only a bound: the deadline ends the run (a main job on a shared 2-core machine ran
+    twice as fast as its probe had measured, and with a bound of 2x it stopped at the bound with a fifth of its
+    time unused); a run that reaches the bound first ends there, fully decayed. The step-based evaluations and
+    checkpoints are moved past it (the schedule requests them by time instead).
     """
     warmup = min(args.get_warmup_steps(planned_steps), max(1, planned_steps // 10)) / planned_steps
-    args.max_steps = max(1, round(planned_steps * headroom))
+    args.max_steps = max(1, min(round(planned_steps * headroom), most_steps or float("inf")))
     args.eval_steps = args.save_steps = args.max_steps + 1
     return warmup
 

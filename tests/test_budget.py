@@ -258,6 +258,14 @@ def test_a_machine_faster_than_measured_uses_the_whole_time(tmp_path):
     assert rates[-1] < 1.5e-4
 
 
+def test_the_step_bound_is_at_most_the_steps_of_the_most_epochs_worth_training():
+    args = ScratchGPTTrainingArguments(output_dir="unused", warmup_steps=50, use_cpu=True, precision="fp32")
+    assert fit_steps_to_schedule(args, 100, most_steps=150) == pytest.approx(0.1) and args.max_steps == 150
+    assert args.eval_steps == args.save_steps == 151  # the schedule requests evaluations by time instead
+    fit_steps_to_schedule(args, 100)
+    assert args.max_steps == 1000
+
+
 def test_a_schedule_that_reaches_max_steps_first_ends_there_fully_decayed(tmp_path):
     trainer, schedule, rates = run_against_the_clock(
         tmp_path, step_seconds=0.1, headroom=2

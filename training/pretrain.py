@@ -26,6 +26,7 @@ from transformers import DataCollatorForLanguageModeling, TrainerCallback, set_s
 
 from hf_scratchgpt.alignment import align_model_and_tokenizer
 from hf_scratchgpt.budget import (
+    MOST_EPOCHS,
     BudgetArguments,
     ModelSize,
     better_than_chance,
@@ -118,7 +119,10 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         if size:
             training_args.learning_rate = size["learning_rate"]
         # Warmup and decay follow the clock to the deadline, which keeps back the final evaluation and save.
-        warmup = fit_steps_to_schedule(training_args, plan["planned_steps"])
+        steps_per_epoch = plan["corpus_tokens"] * plan["planned_steps"] / plan["planned_tokens"]
+        warmup = fit_steps_to_schedule(
+            training_args, plan["planned_steps"], most_steps=int(MOST_EPOCHS * steps_per_epoch)
+        )
         deadline = started + budget_args.time_budget * 60 - plan["final_reserve_seconds"]
         schedule = DeadlineSchedule(deadline, warmup)
         if training_args.process_index == 0:
