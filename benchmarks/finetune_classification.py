@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from hf_scratchgpt.hardware import describe_machine, machine_summary
+from hf_scratchgpt.train.hardware import describe_machine, machine_summary
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE.parent / "training" / "finetune_classifier.py"

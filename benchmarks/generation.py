@@ -5,7 +5,7 @@
     python benchmarks/generation.py --device cuda --shapes gpt2
 
 ScratchGPT (GPT-2 recipe, issue 15's shapes) and ``GPT2LMHeadModel`` with the very same weights
-(``hf_scratchgpt.conversion``), greedy decoding of ``--new_tokens`` tokens after a 16-token prompt (text when
+(``hf_scratchgpt.model.conversion``), greedy decoding of ``--new_tokens`` tokens after a 16-token prompt (text when
 ../shared/data is there), no early stop. Contenders, interleaved in rounds in this one process (see
 ``hf_scratchgpt.benchmarking``):
 
@@ -32,8 +32,8 @@ import torch
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM
 from hf_scratchgpt.benchmarking import machine_record, markdown_table, time_rounds, write_result
-from hf_scratchgpt.conversion import convert_scratchgpt_to_gpt2
-from hf_scratchgpt.fast_generation import fast_generation_kwargs
+from hf_scratchgpt.model.conversion import convert_scratchgpt_to_gpt2
+from hf_scratchgpt.model.fast_generation import fast_generation_kwargs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"

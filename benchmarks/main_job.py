@@ -34,8 +34,8 @@ from transformers import AutoConfig, DataCollatorForLanguageModeling, set_seed
 from hf_scratchgpt import ScratchGPTForCausalLM
 from hf_scratchgpt.benchmarking import machine_record, write_result
 from hf_scratchgpt.data import score_blocks, token_byte_lengths, tokenize_and_pack
-from hf_scratchgpt.pretraining import DataArguments, ModelArguments, load_splits, load_tokenizer
-from hf_scratchgpt.training import decay_parameter_names
+from hf_scratchgpt.train.pretraining import DataArguments, ModelArguments, load_splits, load_tokenizer
+from hf_scratchgpt.train.trainer import decay_parameter_names
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -49,9 +49,9 @@ from hf_scratchgpt.benchmarking import (
     time_rounds,
     write_result,
 )
-from hf_scratchgpt.conversion import convert_scratchgpt_to_gpt2
-from hf_scratchgpt.hardware import native_bf16
-from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
+from hf_scratchgpt.model.conversion import convert_scratchgpt_to_gpt2
+from hf_scratchgpt.train.hardware import native_bf16
+from hf_scratchgpt.train.trainer import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"

@@ -25,7 +25,6 @@ from pathlib import Path
 from transformers import AutoModelForSequenceClassification
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.evaluation.classification import (
     DEFAULT_PROMPT,
     baseline_accuracies,
@@ -37,8 +36,9 @@ from hf_scratchgpt.evaluation.classification import (
     trained_max_length,
 )
 from hf_scratchgpt.evaluation.harness import load_lm, load_model
-from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments
-from hf_scratchgpt.stage_files import write_json, write_metrics
+from hf_scratchgpt.finetune.classifier_tuning import LabelledDataArguments
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.stage_files import write_json, write_metrics
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_scratchgpt.cli import InvalidArgumentsError, parse_args, run_script
-from hf_scratchgpt.pretraining import DataArguments, corpus_prompts, load_splits
+from hf_scratchgpt.train.arguments import InvalidArgumentsError, parse_args, run_script
+from hf_scratchgpt.train.pretraining import DataArguments, corpus_prompts, load_splits
 
 
 @dataclass

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.evaluation.harness import load_model
 from hf_scratchgpt.evaluation.instruction import (
     generate_answers,
@@ -35,8 +34,9 @@ from hf_scratchgpt.evaluation.instruction import (
     summary_table,
 )
 from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers
-from hf_scratchgpt.finetuning.instructions import InstructionDataArguments
-from hf_scratchgpt.stage_files import write_json, write_metrics
+from hf_scratchgpt.finetune.instructions import InstructionDataArguments
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.stage_files import write_json, write_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.data import load_text_dataset
 from hf_scratchgpt.evaluation.harness import load_model
 from hf_scratchgpt.evaluation.perplexity import perplexity
-from hf_scratchgpt.markdown import metrics_table
-from hf_scratchgpt.stage_files import write_metrics
+from hf_scratchgpt.publish.markdown import metrics_table
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.stage_files import write_metrics
 
 
 @dataclass

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.cli import parse_args, run_script
 from hf_scratchgpt.evaluation.harness import evaluate_tasks, save_results
-from hf_scratchgpt.stage_files import write_metrics
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.stage_files import write_metrics
 
 
 @dataclass

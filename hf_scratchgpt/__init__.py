@@ -19,9 +19,9 @@ from transformers import (
 )
 
 from .compat import register_peft_default_targets, register_tokenizer_by_class_name
-from .configuration_scratchgpt import PRESETS, ScratchGPTConfig
-from .conversion import convert_gpt2_to_scratchgpt, convert_scratchgpt_to_gpt2
-from .modeling_scratchgpt import (
+from .model.configuration_scratchgpt import PRESETS, ScratchGPTConfig
+from .model.conversion import convert_gpt2_to_scratchgpt, convert_scratchgpt_to_gpt2
+from .model.modeling_scratchgpt import (
     ScratchGPTForCausalLM,
     ScratchGPTForQuestionAnswering,
     ScratchGPTForSequenceClassification,
@@ -29,7 +29,7 @@ from .modeling_scratchgpt import (
     ScratchGPTModel,
     ScratchGPTPreTrainedModel,
 )
-from .tokenization_scratchgpt import ScratchGPTTokenizer
+from .model.tokenization_scratchgpt import ScratchGPTTokenizer
 
 __version__ = "0.1.0"
 

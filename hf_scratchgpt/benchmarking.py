@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import transformers
 
-from .hardware import describe_machine, machine_summary
+from .train.hardware import describe_machine, machine_summary
 
 
 def benchmark_clock(device: str = "cpu") -> tuple[str, Callable[[], float]]:

@@ -131,7 +131,7 @@ def _check_generated_length() -> None:
 PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     PrivateHook(
         "transformers.CompileConfig._compile_all_devices",
-        "hf_scratchgpt/fast_generation.py: generate() compiles its decoding steps on a CPU too",
+        "hf_scratchgpt/model/fast_generation.py: generate() compiles its decoding steps on a CPU too",
         "transformers 5.23.0, 5.24.0",
         _check_compile_all_devices,
     ),
@@ -149,7 +149,7 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     ),
     PrivateHook(
         "accelerate.state.AcceleratorState._reset_state",
-        "hf_scratchgpt/training.py switch_precision: budgeted pretraining times bf16 and fp32, keeps the faster",
+        "hf_scratchgpt/train/trainer.py switch_precision: budgeted pretraining times bf16 and fp32, keeps the faster",
         "accelerate 1.10.1, 1.15.0",
         _check_accelerator_reset,
     ),

@@ -7,8 +7,8 @@ from conftest import TRAINING_TEXT, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForSequenceClassification, ScratchGPTTokenizer
-from hf_scratchgpt.alignment import align_model_and_tokenizer
-from hf_scratchgpt.tokenization_scratchgpt import ENDOFTEXT_TOKEN, PAD_TOKEN
+from hf_scratchgpt.model.tokenization_scratchgpt import ENDOFTEXT_TOKEN, PAD_TOKEN
+from hf_scratchgpt.model.tokenizer_sync import align_model_and_tokenizer
 
 
 def test_alignment_sets_context_stop_tokens_and_ids_and_survives_a_save(tmp_path):

@@ -1,4 +1,4 @@
-"""The from-scratch BPE of hf_scratchgpt.bpe learns what the `tokenizers` trainer learns, and encodes alike."""
+"""The from-scratch BPE of hf_scratchgpt.model.bpe learns what the `tokenizers` trainer learns, and encodes alike."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from tokenizers import pre_tokenizers
 
 from hf_scratchgpt import ScratchGPTTokenizer
-from hf_scratchgpt.bpe import BYTE_TO_CHAR, decode, encode, pre_tokenize, to_tokenizer, train_bpe
+from hf_scratchgpt.model.bpe import BYTE_TO_CHAR, decode, encode, pre_tokenize, to_tokenizer, train_bpe
 
 ENGLISH = [
     "It was a bright cold day in April, and the clocks were striking thirteen. The hallway smelt of "

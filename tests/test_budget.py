@@ -10,7 +10,8 @@ from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainerState
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
-from hf_scratchgpt.budget import (
+from hf_scratchgpt.train.arguments import InvalidArgumentsError, parse_args
+from hf_scratchgpt.train.budget import (
     CHINCHILLA_TOKENS_PER_PARAMETER,
     EPOCHS_WORTH_REPEATING,
     MIN_USEFUL_STEPS,
@@ -24,9 +25,8 @@ from hf_scratchgpt.budget import (
     plan_to_budget,
     training_flops_per_token,
 )
-from hf_scratchgpt.cli import InvalidArgumentsError, parse_args
-from hf_scratchgpt.schedule import DeadlineLR, DeadlineSchedule, fit_steps_to_schedule, schedule_shape
-from hf_scratchgpt.training import ScratchGPTTrainingArguments
+from hf_scratchgpt.train.schedule import DeadlineLR, DeadlineSchedule, fit_steps_to_schedule, schedule_shape
+from hf_scratchgpt.train.trainer import ScratchGPTTrainingArguments
 
 VOCAB = 4096
 
@@ -157,7 +157,7 @@ def test_time_budget_callback_stops_training_when_the_time_is_up(tmp_path):
 
     from transformers import Trainer
 
-    from hf_scratchgpt.budget import TimeBudgetCallback
+    from hf_scratchgpt.train.budget import TimeBudgetCallback
 
     tokenizer = ScratchGPTTokenizer()
     config = ScratchGPTConfig.from_preset("tiny", vocab_size=len(tokenizer), num_hidden_layers=1, hidden_size=32,
@@ -189,7 +189,7 @@ def test_several_precisions_are_measured_and_the_fastest_kept():
     assert all(precision == "fp32" for _, precision in calls[2:])  # the chosen size is measured in fp32
 
 
-# --- the schedule follows the clock (hf_scratchgpt.schedule), driven by a fake clock and fake slow steps ---
+# --- the schedule follows the clock (hf_scratchgpt.train.schedule), driven by a fake clock and fake slow steps ---
 
 
 class FakeClock:

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForSequenceClassification
-from hf_scratchgpt.cards import (
+from hf_scratchgpt.publish.cards import (
     REPO_PLACEHOLDER,
     CardError,
     build_model_card,
@@ -25,7 +25,7 @@ from hf_scratchgpt.cards import (
     render_sections,
     write_model_card,
 )
-from hf_scratchgpt.hardware import describe_machine, machine_summary
+from hf_scratchgpt.train.hardware import describe_machine, machine_summary
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "model_cards" / "examples" / "tiny-scratchgpt"
 

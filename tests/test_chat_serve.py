@@ -13,8 +13,8 @@ from conftest import TRAINING_TEXT, load_script, tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
-from hf_scratchgpt.chat import fit_to_context, generate_reply, load_chat_model, resolve_device
-from hf_scratchgpt.commands import main as scratchgpt
+from hf_scratchgpt.cli import main as scratchgpt
+from hf_scratchgpt.serve.chat import fit_to_context, generate_reply, load_chat_model, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWERS = {"Name a colour.": "Blue.", "Say hello.": "Hello!", "What is two plus two?": "Four."}
@@ -102,7 +102,7 @@ def test_chat_command_reads_stdin_and_streams_each_reply(chat_model, monkeypatch
 def test_serve_answers_the_openai_client_streaming_and_not(chat_model):
     from openai import BadRequestError, OpenAI
 
-    from hf_scratchgpt.serving import start_server
+    from hf_scratchgpt.serve.server import start_server
 
     with start_server(str(chat_model), port=0, device="cpu") as server:
         client = OpenAI(base_url=server.url, api_key="unused", max_retries=0)
@@ -154,7 +154,9 @@ def test_device_is_chosen_automatically_and_precision_suits_the_cpu(chat_model, 
     AutoModelForCausalLM.from_pretrained(chat_model, dtype=torch.bfloat16).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(chat_model).save_pretrained(tmp_path)
     for native, dtype in [(True, torch.bfloat16), (False, torch.float32)]:
-        monkeypatch.setattr("hf_scratchgpt.chat.native_bf16", lambda use_cpu=False, native=native: native)
+        monkeypatch.setattr(
+            "hf_scratchgpt.serve.chat.native_bf16", lambda use_cpu=False, native=native: native
+        )
         model, tokenizer = load_chat_model(str(tmp_path))
         assert model.dtype == dtype and model.device.type == "cpu" and tokenizer.chat_template
     assert load_chat_model(str(tmp_path), dtype="float32")[0].dtype == torch.float32

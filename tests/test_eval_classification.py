@@ -20,7 +20,7 @@ from hf_scratchgpt.evaluation.classification import (
     scores,
     trained_max_length,
 )
-from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments
+from hf_scratchgpt.finetune.classifier_tuning import LabelledDataArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,7 +18,6 @@ import pytest
 import torch
 from conftest import TRAINING_TEXT, tiny_model
 
-from hf_scratchgpt.alignment import align_model_and_tokenizer
 from hf_scratchgpt.evaluation.instruction import (
     exact_match,
     load_held_out_instructions,
@@ -26,8 +25,9 @@ from hf_scratchgpt.evaluation.instruction import (
     rouge_l,
 )
 from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers, judge_prompt, parse_score
-from hf_scratchgpt.finetuning.instructions import InstructionDataArguments, alpaca_user_text
-from hf_scratchgpt.serving import start_server
+from hf_scratchgpt.finetune.instructions import InstructionDataArguments, alpaca_user_text
+from hf_scratchgpt.model.tokenizer_sync import align_model_and_tokenizer
+from hf_scratchgpt.serve.server import start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,10 +17,10 @@ from conftest import tiny_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_scratchgpt.commands import main as scratchgpt
-from hf_scratchgpt.export import ExportRefusedError, export_model, in_tree_architecture
-from hf_scratchgpt.export.isolated_check import gguf_config
-from hf_scratchgpt.export.verify import (
+from hf_scratchgpt.cli import main as scratchgpt
+from hf_scratchgpt.publish.export import ExportRefusedError, export_model, in_tree_architecture
+from hf_scratchgpt.publish.export.isolated_check import gguf_config
+from hf_scratchgpt.publish.export.verify import (
     LLAMA_CPP_F32_BOUND,
     RELATIVE_BOUNDS,
     ROUND_TRIP_TEXTS,
@@ -316,7 +316,7 @@ def test_llama_cpp_runs_the_gguf_as_our_model(recipe, models, tokenizer):
     "onnxscript onnxruntime)",
 )
 def test_onnx_graph_computes_the_same_logits_for_any_length(models, tokenizer):
-    from hf_scratchgpt.export.onnx_file import onnx_logits
+    from hf_scratchgpt.publish.export.onnx_file import onnx_logits
 
     entry = models["modern"]
     path = export_model(entry["folder"] / "model", entry["folder"] / "onnx", "onnx")

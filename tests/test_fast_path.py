@@ -7,8 +7,8 @@ import torch
 from conftest import RECIPES, tiny_model
 from torch import nn
 
-from hf_scratchgpt.fast_generation import fast_generation_kwargs
-from hf_scratchgpt.modeling_scratchgpt import causal_lm_loss_without_logits
+from hf_scratchgpt.model.fast_generation import fast_generation_kwargs
+from hf_scratchgpt.model.modeling_scratchgpt import causal_lm_loss_without_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,7 +90,7 @@ def test_loss_without_logits_takes_the_trainer_loss_arguments():
 
 
 def test_loss_without_logits_spans_several_chunks(monkeypatch):
-    from hf_scratchgpt import modeling_scratchgpt
+    from hf_scratchgpt.model import modeling_scratchgpt
 
     monkeypatch.setattr(modeling_scratchgpt, "LOSS_CHUNK_LOGITS", 300 * 5)  # 5 tokens per chunk
     model = tiny_model().train()
@@ -172,7 +172,7 @@ def test_compiled_training_step_equals_eager():
 
 
 def test_compiled_gelu_is_gpt2s_gelu_and_gradient():
-    from hf_scratchgpt.modeling_scratchgpt import gelu_tanh
+    from hf_scratchgpt.model.modeling_scratchgpt import gelu_tanh
 
     x = torch.linspace(-8, 8, 4001, dtype=torch.float64, requires_grad=True)
     expected = nn.functional.gelu(x, approximate="tanh")
@@ -216,7 +216,7 @@ def test_fast_generation_compiles_the_decoding_steps_and_gives_the_same_tokens()
 
 
 def test_loss_without_logits_computes_no_gradients_when_none_can_be_asked_for(monkeypatch):
-    from hf_scratchgpt import modeling_scratchgpt
+    from hf_scratchgpt.model import modeling_scratchgpt
 
     asked = []
     forward = modeling_scratchgpt.ChunkedLinearCrossEntropy.forward
@@ -239,7 +239,7 @@ def test_loss_without_logits_computes_no_gradients_when_none_can_be_asked_for(mo
 def test_loss_only_evaluation_skips_the_logits_and_reports_the_same_loss(tmp_path):
     from datasets import Dataset
 
-    from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
+    from hf_scratchgpt.train.trainer import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
     model = tiny_model()
     ids, labels = batch(rows=4)

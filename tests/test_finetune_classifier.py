@@ -1,4 +1,4 @@
-"""Classification fine-tuning: the data steps and metrics of hf_scratchgpt.finetuning.classification, and
+"""Classification fine-tuning: the data steps and metrics of hf_scratchgpt.finetune.classification, and
 training/finetune_classifier.py end to end on a tiny model (full, last-N-blocks and LoRA)."""
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction, pipeline
 
 from hf_scratchgpt import ScratchGPTForCausalLM
-from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import DataError
 from hf_scratchgpt.evaluation.classification import scores
-from hf_scratchgpt.finetuning import classification
-from hf_scratchgpt.finetuning.classification import (
+from hf_scratchgpt.finetune import classification
+from hf_scratchgpt.finetune.classification import (
     classes_seen,
     classification_metrics,
     classification_metrics_fn,
@@ -34,8 +33,9 @@ from hf_scratchgpt.finetuning.classification import (
     split_labelled,
     tokenize_for_classification,
 )
-from hf_scratchgpt.finetuning.classifier_tuning import ClassificationDataArguments, ClassifierModelArguments
-from hf_scratchgpt.training import ScratchGPTTrainingArguments
+from hf_scratchgpt.finetune.classifier_tuning import ClassificationDataArguments, ClassifierModelArguments
+from hf_scratchgpt.train.arguments import parse_args
+from hf_scratchgpt.train.trainer import ScratchGPTTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "finetune_classifier.py"

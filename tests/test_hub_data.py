@@ -224,7 +224,7 @@ def test_load_corpus_takes_the_first_documents_of_a_hub_dataset(hub, tmp_path):
     result = run_client(
         hub.url,
         f"""
-        from hf_scratchgpt.pretraining import DataArguments, load_corpus
+        from hf_scratchgpt.train.pretraining import DataArguments, load_corpus
         args = DataArguments(data={REPO!r}, text_column="story", max_documents=3)
         dataset, description = load_corpus(args)
         again, _ = load_corpus(args)  # another rank, or a rerun

@@ -28,9 +28,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from hf_scratchgpt import hub as hub_cli
-from hf_scratchgpt.cards import REPO_PLACEHOLDER, write_model_card
-from hf_scratchgpt.hub import PublishError, push_model_folder
+from hf_scratchgpt.publish import hub as hub_cli
+from hf_scratchgpt.publish.cards import REPO_PLACEHOLDER, write_model_card
+from hf_scratchgpt.publish.hub import PublishError, push_model_folder
 
 WRITE, READ_ONLY, OTHER = "hf_alice_write", "hf_alice_read", "hf_bob_write"
 
@@ -221,7 +221,7 @@ def test_cli_explains_a_bad_token_and_a_bad_folder(online, model_folder, tmp_pat
 
 PULL_WITH_PACKAGE = """
 import torch, hf_scratchgpt
-from hf_scratchgpt.commands import main
+from hf_scratchgpt.cli import main
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from peft import AutoPeftModelForCausalLM
 rc = main(["push", {folder!r}, "alice/roundtrip"])  # token from HF_TOKEN, endpoint from HF_ENDPOINT

@@ -17,7 +17,7 @@ from hf_scratchgpt import (
     ScratchGPTForTokenClassification,
     ScratchGPTModel,
 )
-from hf_scratchgpt.modeling_scratchgpt import CACHE_NAME
+from hf_scratchgpt.model.modeling_scratchgpt import CACHE_NAME
 
 pytestmark = pytest.mark.compat  # part of the compatibility lane (see tests/test_compat.py)
 

@@ -9,11 +9,11 @@ import torch
 import yaml
 from conftest import REPO, tiny_model
 
-from hf_scratchgpt import hardware
-from hf_scratchgpt.cli import parse_args
-from hf_scratchgpt.hardware import PrecisionError
-from hf_scratchgpt.pretraining import DataArguments, ModelArguments
-from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
+from hf_scratchgpt.train import hardware
+from hf_scratchgpt.train.arguments import parse_args
+from hf_scratchgpt.train.hardware import PrecisionError
+from hf_scratchgpt.train.pretraining import DataArguments, ModelArguments
+from hf_scratchgpt.train.trainer import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
 
 @pytest.fixture

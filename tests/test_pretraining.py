@@ -18,12 +18,12 @@ from conftest import REPO, load_script
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, get_scheduler
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
-from hf_scratchgpt.budget import BudgetArguments
-from hf_scratchgpt.cli import parse_args
 from hf_scratchgpt.data import DataError
-from hf_scratchgpt.optim import MuonWithAdamW, OptimizerArguments, muon_parameter_names
-from hf_scratchgpt.pretraining import DataArguments, ModelArguments, build_model
-from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments
+from hf_scratchgpt.train.arguments import parse_args
+from hf_scratchgpt.train.budget import BudgetArguments
+from hf_scratchgpt.train.optim import MuonWithAdamW, OptimizerArguments, muon_parameter_names
+from hf_scratchgpt.train.pretraining import DataArguments, ModelArguments, build_model
+from hf_scratchgpt.train.trainer import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
 pretrain_main = load_script("training/pretrain.py").main
 train_tokenizer_main = load_script("training/train_tokenizer.py").main

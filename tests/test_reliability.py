@@ -18,9 +18,16 @@ from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator
 
-import hf_scratchgpt.checkpoints
+import hf_scratchgpt.train.checkpoints
 from hf_scratchgpt import ScratchGPTTokenizer
-from hf_scratchgpt.checkpoints import (
+from hf_scratchgpt.finetune.instruction_tuning import (
+    DPOArguments,
+    SafeDPOTrainer,
+    SafeSFTTrainer,
+    SFTArguments,
+)
+from hf_scratchgpt.train.arguments import InvalidArgumentsError, ValidatedArguments, parse_args
+from hf_scratchgpt.train.checkpoints import (
     STAGING_DIR_NAME,
     CheckpointError,
     DiskFullError,
@@ -28,14 +35,7 @@ from hf_scratchgpt.checkpoints import (
     finish_interrupted_save,
     resolve_resume_checkpoint,
 )
-from hf_scratchgpt.cli import InvalidArgumentsError, ValidatedArguments, parse_args
-from hf_scratchgpt.finetuning.instruction_tuning import (
-    DPOArguments,
-    SafeDPOTrainer,
-    SafeSFTTrainer,
-    SFTArguments,
-)
-from hf_scratchgpt.training import (
+from hf_scratchgpt.train.trainer import (
     SampleGenerationCallback,
     ScratchGPTTrainer,
     ScratchGPTTrainingArguments,
@@ -218,7 +218,7 @@ def test_a_kill_while_moving_files_in_never_loads_a_mix_and_is_finished_later(
     output_dir = tmp_path / "out"
     trainer_of(kind, tokenizer, output_dir, seed=0).save_model()
     second = trainer_of(kind, other_tokenizer, output_dir, seed=1)
-    real_replace, moved = hf_scratchgpt.checkpoints.os.replace, []
+    real_replace, moved = hf_scratchgpt.train.checkpoints.os.replace, []
 
     def killed_after_two(src, dst):
         if len(moved) == 2:
@@ -226,7 +226,7 @@ def test_a_kill_while_moving_files_in_never_loads_a_mix_and_is_finished_later(
         moved.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr(hf_scratchgpt.checkpoints.os, "replace", killed_after_two)
+    monkeypatch.setattr(hf_scratchgpt.train.checkpoints.os, "replace", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
         second.save_model()
     monkeypatch.undo()

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.testing_utils import CaptureLogger
 
 from hf_scratchgpt import ScratchGPTConfig
-from hf_scratchgpt.configuration_scratchgpt import logger as config_logger
+from hf_scratchgpt.model.configuration_scratchgpt import logger as config_logger
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from transformers.distributed.parallel_utils import ALL_PARALLEL_STYLES, replace
 from transformers.testing_utils import CaptureLogger
 
 from hf_scratchgpt import ScratchGPTForSequenceClassification
-from hf_scratchgpt.alignment import align_model_and_tokenizer
-from hf_scratchgpt.modeling_scratchgpt import logger as modeling_logger
+from hf_scratchgpt.model.modeling_scratchgpt import logger as modeling_logger
+from hf_scratchgpt.model.tokenizer_sync import align_model_and_tokenizer
 
 
 def random_ids(length: int, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from conftest import TRAINING_TEXT
 from transformers import AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTTokenizer
-from hf_scratchgpt.tokenization_scratchgpt import MAX_TRAINING_CHUNK
+from hf_scratchgpt.model.tokenization_scratchgpt import MAX_TRAINING_CHUNK
 
 
 def test_missing_tokenizer_folder_is_an_error_that_names_it_and_the_byte_option(tmp_path, monkeypatch):

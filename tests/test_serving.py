@@ -24,10 +24,10 @@ import torch
 from conftest import tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
 
-from hf_scratchgpt.alignment import align_model_and_tokenizer
-from hf_scratchgpt.commands import main as scratchgpt
-from hf_scratchgpt.serving import API_KEY_ENV, add_arguments, is_loopback, server_options, start_server
-from hf_scratchgpt.serving_generation import StopStringCutter
+from hf_scratchgpt.cli import main as scratchgpt
+from hf_scratchgpt.model.tokenizer_sync import align_model_and_tokenizer
+from hf_scratchgpt.serve.generation import StopStringCutter
+from hf_scratchgpt.serve.server import API_KEY_ENV, add_arguments, is_loopback, server_options, start_server
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,15 +14,15 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
-from hf_scratchgpt.chat import generate_reply
 from hf_scratchgpt.data import DataError
-from hf_scratchgpt.finetuning.instructions import (
+from hf_scratchgpt.finetune.instructions import (
     alpaca_to_messages,
     detect_format,
     load_instruction_dataset,
     to_messages,
     to_preference,
 )
+from hf_scratchgpt.serve.chat import generate_reply
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny instruction set the model can memorise in a few dozen steps.
@@ -189,7 +189,7 @@ def test_malformed_json_names_the_file_line_and_column(tmp_path):
 def sft_trainer(model, tokenizer, rows, tmp_path, **overrides):
     from trl import SFTTrainer
 
-    from hf_scratchgpt.finetuning.instruction_tuning import SFTArguments, cap_max_length
+    from hf_scratchgpt.finetune.instruction_tuning import SFTArguments, cap_max_length
 
     args = SFTArguments(
         output_dir=str(tmp_path), precision="fp32", per_device_train_batch_size=len(rows), **overrides
@@ -279,7 +279,7 @@ def test_gpt2_start_converts_and_a_lora_sft_merges_exactly(tmp_path, alpaca_file
     from peft import AutoPeftModelForCausalLM
     from transformers import GPT2Tokenizer
 
-    from hf_scratchgpt.gpt2_start import load_model_and_tokenizer
+    from hf_scratchgpt.finetune.gpt2_start import load_model_and_tokenizer
 
     gpt2_dir = tiny_gpt2_folder(tmp_path / "gpt2")
     model, tokenizer = load_model_and_tokenizer(gpt2_dir)

@@ -16,11 +16,11 @@ from conftest import REPO, load_script, tiny_config
 from transformers import AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
-from hf_scratchgpt.checkpoints import DamagedModelError, model_folder_problem
-from hf_scratchgpt.cli import DEBUG_ENV, parse_args, run_command
-from hf_scratchgpt.commands import main as scratchgpt
+from hf_scratchgpt.cli import main as scratchgpt
 from hf_scratchgpt.data import DataError
-from hf_scratchgpt.training import ScratchGPTTrainingArguments
+from hf_scratchgpt.train.arguments import DEBUG_ENV, parse_args, run_command
+from hf_scratchgpt.train.checkpoints import DamagedModelError, model_folder_problem
+from hf_scratchgpt.train.trainer import ScratchGPTTrainingArguments
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,11 +14,11 @@ from conftest import load_script
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM
 
-from hf_scratchgpt.budget import MOST_EPOCHS, SIZE_LADDER
-from hf_scratchgpt.cli import InvalidArgumentsError
-from hf_scratchgpt.hardware import cpu_model_name
-from hf_scratchgpt.pretraining import corpus_prompts
-from hf_scratchgpt.speedrun import Stage, StageFailed, check_run_dir, run_stages
+from hf_scratchgpt.train.arguments import InvalidArgumentsError
+from hf_scratchgpt.train.budget import MOST_EPOCHS, SIZE_LADDER
+from hf_scratchgpt.train.hardware import cpu_model_name
+from hf_scratchgpt.train.pretraining import corpus_prompts
+from hf_scratchgpt.train.speedrun import Stage, StageFailed, check_run_dir, run_stages
 
 speedrun = load_script("training/speedrun.py")
 pretrain = load_script("training/pretrain.py")

@@ -1,4 +1,4 @@
-"""Tests for the ScratchGPT byte-level BPE tokenizer (hf_scratchgpt/tokenization_scratchgpt.py).
+"""Tests for the ScratchGPT byte-level BPE tokenizer (hf_scratchgpt/model/tokenization_scratchgpt.py).
 
 Everything runs offline on tiny corpora: the whole file takes a few seconds.
 """
@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedConfig
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
-from hf_scratchgpt.tokenization_scratchgpt import ScratchGPTTokenizer
+from hf_scratchgpt.model.tokenization_scratchgpt import ScratchGPTTokenizer
 
 SPECIALS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 
@@ -190,7 +190,7 @@ def test_default_constructor_is_byte_level() -> None:
 def test_left_padding(tok: ScratchGPTTokenizer) -> None:
     assert tok.padding_side == "left"
     # train() records no context by default: a corpus does not say which model it feeds (the model's
-    # context is written in when the two are saved together, see hf_scratchgpt.alignment).
+    # context is written in when the two are saved together, see hf_scratchgpt.model.tokenizer_sync).
     assert tok.model_max_length == VERY_LARGE_INTEGER
     batch = tok(["a", "longer text"], padding=True)
     short, long = batch["input_ids"]

@@ -13,22 +13,22 @@ Writes the adapter in OUTPUT_DIR (AutoPeftModelForCausalLM), OUTPUT_DIR/merged (
 samples.json and, last, metrics.json (losses, reward accuracy and margin on held-out pairs). Saves are
 atomic and a used OUTPUT_DIR is refused, as in pretraining (--resume_from_checkpoint latest continues a run,
 --overwrite_output_dir true replaces it). Every field of InstructionTuningDataArguments, DPOArguments and
-LoRAModelConfig (trl.ModelConfig; all in hf_scratchgpt.finetuning.instruction_tuning) can be set in
+LoRAModelConfig (trl.ModelConfig; all in hf_scratchgpt.finetune.instruction_tuning) can be set in
 --config FILE.yaml.
 """
 
 import time
 
-from hf_scratchgpt.budget import BudgetArguments
-from hf_scratchgpt.cli import parse_args, run_script
-from hf_scratchgpt.finetuning.instruction_tuning import (
+from hf_scratchgpt.finetune.instruction_tuning import (
     DPOArguments,
     InstructionTuningDataArguments,
     LoRAModelConfig,
     SafeDPOTrainer,
     run_instruction_tuning,
 )
-from hf_scratchgpt.finetuning.instructions import to_preference
+from hf_scratchgpt.finetune.instructions import to_preference
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.budget import BudgetArguments
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -27,7 +27,7 @@ the merged classifier in OUTPUT_DIR/merged; ``samples.json`` (a few test texts w
 label) and, last, ``metrics.json``: ``eval_*`` (validation) and ``test_*`` accuracy, macro and per-class
 precision / recall / F1 (of the classes each split holds: ``*_classes_seen``), confusion matrix,
 majority-class accuracy, and the label names. Every field of ClassifierModelArguments and
-ClassificationDataArguments (hf_scratchgpt.finetuning.classifier_tuning) and of ScratchGPTTrainingArguments can
+ClassificationDataArguments (hf_scratchgpt.finetune.classifier_tuning) and of ScratchGPTTrainingArguments can
 be set in --config FILE.yaml.
 """
 
@@ -39,10 +39,8 @@ from pathlib import Path
 from transformers import DataCollatorWithPadding, set_seed
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.budget import BudgetArguments
-from hf_scratchgpt.cli import parse_args, run_script
-from hf_scratchgpt.finetuning.classification import classification_metrics_fn, tokenize_for_classification
-from hf_scratchgpt.finetuning.classifier_tuning import (
+from hf_scratchgpt.finetune.classification import classification_metrics_fn, tokenize_for_classification
+from hf_scratchgpt.finetune.classifier_tuning import (
     ClassificationDataArguments,
     ClassifierModelArguments,
     build_labelled_splits,
@@ -53,9 +51,11 @@ from hf_scratchgpt.finetuning.classifier_tuning import (
     load_extra_metrics,
     trainable_parameters,
 )
-from hf_scratchgpt.finetuning.stage import MERGED_DIR, make_stage_trainer, save_finetuned, write_stage_files
-from hf_scratchgpt.stage_files import forget_metrics
-from hf_scratchgpt.training import ScratchGPTTrainer, ScratchGPTTrainingArguments, check_output_dir
+from hf_scratchgpt.finetune.stage import MERGED_DIR, make_stage_trainer, save_finetuned, write_stage_files
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.budget import BudgetArguments
+from hf_scratchgpt.train.stage_files import forget_metrics
+from hf_scratchgpt.train.trainer import ScratchGPTTrainer, ScratchGPTTrainingArguments, check_output_dir
 
 
 def main(argv: list[str] | None = None) -> dict:

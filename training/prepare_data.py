@@ -12,9 +12,9 @@ per split, and ``corpus_documents``, the model card's "documents" row).
 import time
 from dataclasses import dataclass, field
 
-from hf_scratchgpt.cli import ValidatedArguments, parse_args, run_script
-from hf_scratchgpt.pretraining import DataArguments, load_splits, save_splits
-from hf_scratchgpt.stage_files import write_metrics
+from hf_scratchgpt.train.arguments import ValidatedArguments, parse_args, run_script
+from hf_scratchgpt.train.pretraining import DataArguments, load_splits, save_splits
+from hf_scratchgpt.train.stage_files import write_metrics
 
 
 @dataclass

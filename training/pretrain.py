@@ -10,8 +10,8 @@ Reads text (a Hub id, files, a folder, or the data stage's saved split: --data R
 (--tokenizer_name_or_path, `byte`, or none to train one on the training split); writes --output_dir: the model
 and tokenizer (loadable with the Auto classes), checkpoints, samples.jsonl, budget.json (how the run was fitted
 to --time_budget) and, last, metrics.json. With --time_budget, warmup and decay follow the clock and end at the
-deadline (hf_scratchgpt.schedule). Every field of ModelArguments / DataArguments (hf_scratchgpt.pretraining),
-BudgetArguments (hf_scratchgpt.budget), OptimizerArguments (hf_scratchgpt.optim: --muon) and TrainingArguments
+deadline (hf_scratchgpt.train.schedule). Every field of ModelArguments / DataArguments (hf_scratchgpt.train.pretraining),
+BudgetArguments (hf_scratchgpt.train.budget), OptimizerArguments (hf_scratchgpt.train.optim: --muon) and TrainingArguments
 can be set in the YAML file or on the command line.
 """
 
@@ -24,8 +24,11 @@ from pathlib import Path
 import torch
 from transformers import DataCollatorForLanguageModeling, TrainerCallback, set_seed
 
-from hf_scratchgpt.alignment import align_model_and_tokenizer
-from hf_scratchgpt.budget import (
+from hf_scratchgpt.data import score_blocks, token_byte_lengths, tokenize_and_pack
+from hf_scratchgpt.model.tokenizer_sync import align_model_and_tokenizer
+from hf_scratchgpt.publish.cards import write_model_card
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.budget import (
     MOST_EPOCHS,
     BudgetArguments,
     ModelSize,
@@ -33,13 +36,10 @@ from hf_scratchgpt.budget import (
     non_embedding_parameters,
     tokens_per_step,
 )
-from hf_scratchgpt.cards import write_model_card
-from hf_scratchgpt.checkpoints import resume_requested
-from hf_scratchgpt.cli import parse_args, run_script
-from hf_scratchgpt.data import score_blocks, token_byte_lengths, tokenize_and_pack
-from hf_scratchgpt.hardware import describe_machine
-from hf_scratchgpt.optim import OptimizerArguments, trainer_optimizer_kwargs
-from hf_scratchgpt.pretraining import (
+from hf_scratchgpt.train.checkpoints import resume_requested
+from hf_scratchgpt.train.hardware import describe_machine
+from hf_scratchgpt.train.optim import OptimizerArguments, trainer_optimizer_kwargs
+from hf_scratchgpt.train.pretraining import (
     DataArguments,
     ModelArguments,
     budget_warning,
@@ -53,8 +53,8 @@ from hf_scratchgpt.pretraining import (
     model_config,
     plan_budget,
 )
-from hf_scratchgpt.schedule import DeadlineSchedule, fit_steps_to_schedule
-from hf_scratchgpt.training import (
+from hf_scratchgpt.train.schedule import DeadlineSchedule, fit_steps_to_schedule
+from hf_scratchgpt.train.trainer import (
     SampleGenerationCallback,
     ScratchGPTTrainer,
     ScratchGPTTrainingArguments,

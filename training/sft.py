@@ -17,14 +17,12 @@ OUTPUT_DIR with --use_peft (loads with AutoPeftModelForCausalLM), samples.json (
 instructions) and, last, metrics.json. Saves are atomic and a used OUTPUT_DIR is refused, as in pretraining
 (--resume_from_checkpoint latest continues a run, --overwrite_output_dir true replaces it). Every field of
 InstructionTuningDataArguments, SFTArguments and FinetuneModelConfig (trl.ModelConfig; all in
-hf_scratchgpt.finetuning.instruction_tuning) can be set in --config FILE.yaml.
+hf_scratchgpt.finetune.instruction_tuning) can be set in --config FILE.yaml.
 """
 
 import time
 
-from hf_scratchgpt.budget import BudgetArguments
-from hf_scratchgpt.cli import parse_args, run_script
-from hf_scratchgpt.finetuning.instruction_tuning import (
+from hf_scratchgpt.finetune.instruction_tuning import (
     FinetuneModelConfig,
     InstructionTuningDataArguments,
     SafeSFTTrainer,
@@ -32,7 +30,9 @@ from hf_scratchgpt.finetuning.instruction_tuning import (
     last_logged,
     run_instruction_tuning,
 )
-from hf_scratchgpt.finetuning.instructions import to_messages
+from hf_scratchgpt.finetune.instructions import to_messages
+from hf_scratchgpt.train.arguments import parse_args, run_script
+from hf_scratchgpt.train.budget import BudgetArguments
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -35,10 +35,10 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from hf_scratchgpt.cards import write_model_card
-from hf_scratchgpt.cli import InvalidArgumentsError, run_script
-from hf_scratchgpt.report import build_report
-from hf_scratchgpt.speedrun import Stage, StageFailed, check_run_dir, run_stages
+from hf_scratchgpt.publish.cards import write_model_card
+from hf_scratchgpt.publish.report import build_report
+from hf_scratchgpt.train.arguments import InvalidArgumentsError, run_script
+from hf_scratchgpt.train.speedrun import Stage, StageFailed, check_run_dir, run_stages
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> Path:
         Stage("samples", [python, str(REPO / "eval" / "generate_samples.py"), "--model_name_or_path", pretrained,
                           "--prompts_from", str(run / "data"), "--output_dir", str(run / "samples")],
               run / "samples"),
-        Stage("export", [python, "-m", "hf_scratchgpt.commands", "verify", pretrained,
+        Stage("export", [python, "-m", "hf_scratchgpt.cli", "verify", pretrained,
                          "--export_to", str(run / "export"), "--outtypes", "f16", "q8_0"],
               run / "export", reserve_seconds=60, skip_reason=no_export),
         Stage("classifier", [python, str(HERE / "finetune_classifier.py"), "--config", str(configs / "finetune_sms_spam.yaml"),

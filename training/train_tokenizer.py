@@ -5,7 +5,7 @@
     python training/train_tokenizer.py --data outputs/data --output_dir outputs/tokenizer   # the data stage's split
 
 Only the training split is read (split with --validation_fraction / --split_mode / --seed, as pretrain.py does),
-so validation text stays unseen. Any data option of hf_scratchgpt.pretraining.DataArguments works (Hub id, files,
+so validation text stays unseen. Any data option of hf_scratchgpt.train.pretraining.DataArguments works (Hub id, files,
 folders). Writes OUTPUT_DIR (tokenizer files) and, last, metrics.json (``vocab_size`` and
 ``tokenizer_bytes_per_token`` on the validation split: the model card's tokenizer rows).
 """
@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 
 from hf_scratchgpt import ScratchGPTTokenizer
-from hf_scratchgpt.cli import ValidatedArguments, parse_args, run_script
-from hf_scratchgpt.pretraining import DataArguments, load_splits
-from hf_scratchgpt.stage_files import write_metrics
+from hf_scratchgpt.train.arguments import ValidatedArguments, parse_args, run_script
+from hf_scratchgpt.train.pretraining import DataArguments, load_splits
+from hf_scratchgpt.train.stage_files import write_metrics
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Text classification side by side: a fine-tuned classifier and zero/few-shot prompting of a causal LM.
 
 Both are scored on the same labelled test split, built by the fine-tuning stage's own functions
-(`hf_scratchgpt.finetuning.classification`) with the same arguments, so the numbers are comparable:
+(`hf_scratchgpt.finetune.classification`) with the same arguments, so the numbers are comparable:
 
 * a fine-tuned classifier (``AutoModelForSequenceClassification``) predicts the arg-max class;
 * a base or instruction model is asked through a prompt (``"Text: {text}\\nLabel:"``) and predicts the
@@ -24,15 +24,15 @@ import torch
 from datasets import Dataset
 from sklearn.metrics import confusion_matrix
 
-from hf_scratchgpt.evaluation.harness import LocalTask, evaluate_tasks
-from hf_scratchgpt.finetuning.classification import (
+from ..finetune.classification import (
     classes_seen,
     classification_metrics,
     majority_class_accuracy,
 )
-from hf_scratchgpt.finetuning.classifier_tuning import LabelledDataArguments, build_labelled_splits
-from hf_scratchgpt.markdown import markdown_table
-from hf_scratchgpt.stage_files import METRICS_FILE
+from ..finetune.classifier_tuning import LabelledDataArguments, build_labelled_splits
+from ..publish.markdown import markdown_table
+from ..train.stage_files import METRICS_FILE
+from .harness import LocalTask, evaluate_tasks
 
 DEFAULT_PROMPT = "Text: {text}\nLabel:"
 

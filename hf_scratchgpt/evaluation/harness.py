@@ -28,7 +28,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..markdown import markdown_table
+from ..publish.markdown import markdown_table
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 

@@ -3,7 +3,7 @@
 The held-out set is the one the SFT stage held out (``training/sft.py``): any instruction layout
 (Alpaca, messages, prompt/completion) becomes chat messages (`to_messages`) and the same seeded
 `split_train_validation` keeps the same validation rows. Answers are greedy, through the model's chat
-template, and stop at the end of the assistant's turn (`hf_scratchgpt.chat.generate_reply`).
+template, and stop at the end of the assistant's turn (`hf_scratchgpt.serve.chat.generate_reply`).
 
 ROUGE-L and exact match are computed per item, so the mean comes with a confidence interval. Why not
 ``evaluate.load("rouge")``: ``evaluate`` fetches the metric's script from the Hub on first use (nothing
@@ -20,14 +20,14 @@ from typing import Any
 
 from scipy import stats
 
-from hf_scratchgpt.chat import generate_reply
-from hf_scratchgpt.finetuning.instructions import (
+from ..finetune.instructions import (
     InstructionDataArguments,
     held_out_prompts,
     load_instruction_splits,
     to_messages,
 )
-from hf_scratchgpt.markdown import markdown_table
+from ..publish.markdown import markdown_table
+from ..serve.chat import generate_reply
 
 
 def load_held_out_instructions(

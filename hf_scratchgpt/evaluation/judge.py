@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hf_scratchgpt.chat import generate_reply
+from ..serve.chat import generate_reply
 
 logger = logging.getLogger(__name__)
 

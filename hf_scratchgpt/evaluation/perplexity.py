@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from hf_scratchgpt.data.metrics import language_model_scores, token_byte_lengths
+from ..data.metrics import language_model_scores, token_byte_lengths
 
 
 @dataclass(frozen=True)

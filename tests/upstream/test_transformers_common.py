@@ -24,7 +24,7 @@ from hf_scratchgpt import (
     ScratchGPTForTokenClassification,
     ScratchGPTModel,
 )
-from hf_scratchgpt.configuration_scratchgpt import AUTO_MAP, PRESETS
+from hf_scratchgpt.model.configuration_scratchgpt import AUTO_MAP, PRESETS
 
 from .transformers_tree import import_upstream, require_tree
 
