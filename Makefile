@@ -61,9 +61,8 @@ upgrade:
 
 # The model, config, tokenizer and other unit tests: a quick check of a change (make test runs everything).
 test-fast: venv
-	$(TEST_ENV) $(PY) -m pytest -q tests/test_modeling.py tests/test_config.py tests/test_robust_config.py \
-		tests/test_robust_model.py tests/test_tokenizer.py tests/test_robust_tokenizer.py tests/test_bpe.py \
-		tests/test_conversion.py tests/test_compat_hooks.py tests/test_fast_path.py
+	$(TEST_ENV) $(PY) -m pytest -q tests/model tests/train/test_budget.py tests/train/test_hardware.py \
+		tests/test_compat_hooks.py
 
 # Speed and quality per compute against the references, as ratios in one process; each script prints its
 # table and writes benchmarks/results.json (about an hour on 2 CPU cores).

@@ -34,24 +34,49 @@ RECIPE = HERE.parent / "training" / "configs" / "finetune_sms_spam.yaml"
 BOOK_SMS_TEST_ACCURACY = 0.9567  # "LLMs from scratch" ch. 6, GPT-2 small, balanced SMS spam, 70/10/20
 TASKS = {
     "sms_spam": ["--train_file", "{data}/sms_spam.tsv"],
-    "sst2": ["--train_file", "{data}/sst2_train.tsv", "--test_file", "{data}/sst2_dev.tsv",
-             "--balance_classes", "none"],
-}  # fmt: skip
+    "sst2": [
+        "--train_file",
+        "{data}/sst2_train.tsv",
+        "--test_file",
+        "{data}/sst2_dev.tsv",
+        "--balance_classes",
+        "none",
+    ],
+}
 # Steps per task unless --max_steps says otherwise: about 6 epochs of balanced SMS spam (1046 texts), about
 # 2.6 epochs of SST-2 (6055 texts) at batch 16.
 DEFAULT_STEPS = {"sms_spam": 400, "sst2": 1000}
-REPORTED = ("test_accuracy", "test_f1", "test_majority_class_accuracy", "eval_accuracy", "train_samples",
-            "test_samples", "max_seq_length", "train_runtime", "train_steps_per_second", "finetuning")  # fmt: skip
+REPORTED = (
+    "test_accuracy",
+    "test_f1",
+    "test_majority_class_accuracy",
+    "eval_accuracy",
+    "train_samples",
+    "test_samples",
+    "max_seq_length",
+    "train_runtime",
+    "train_steps_per_second",
+    "finetuning",
+)
 
 
 def run_task(task: str, args: argparse.Namespace, overrides: list[str]) -> dict:
     output_dir = Path(args.output_root) / task
     steps = args.max_steps or DEFAULT_STEPS[task]
     command = [
-        sys.executable, str(SCRIPT), "--model_name_or_path", args.model_name_or_path,
-        "--config", str(RECIPE), *(part.format(data=args.data_dir) for part in TASKS[task]),
-        "--max_steps", str(steps), "--output_dir", str(output_dir), *overrides,
-    ]  # fmt: skip
+        sys.executable,
+        str(SCRIPT),
+        "--model_name_or_path",
+        args.model_name_or_path,
+        "--config",
+        str(RECIPE),
+        *(part.format(data=args.data_dir) for part in TASKS[task]),
+        "--max_steps",
+        str(steps),
+        "--output_dir",
+        str(output_dir),
+        *overrides,
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     wall_seconds = time.perf_counter() - start

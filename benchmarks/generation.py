@@ -50,9 +50,13 @@ def build_models(shapes: dict[str, int], device: str) -> dict[str, torch.nn.Modu
     """ScratchGPT (GPT-2 recipe, seeded) and GPT2LMHeadModel holding the same weights, in eval mode."""
     torch.manual_seed(0)
     config = ScratchGPTConfig.from_preset(
-        "tiny", vocab_size=shapes["vocab"], hidden_size=shapes["width"], num_hidden_layers=shapes["layers"],
-        num_attention_heads=shapes["heads"], max_position_embeddings=shapes["context"],
-    )  # fmt: skip
+        "tiny",
+        vocab_size=shapes["vocab"],
+        hidden_size=shapes["width"],
+        num_hidden_layers=shapes["layers"],
+        num_attention_heads=shapes["heads"],
+        max_position_embeddings=shapes["context"],
+    )
     ours = ScratchGPTForCausalLM(config).eval()
     return {"ours": ours.to(device), "hf_gpt2": convert_scratchgpt_to_gpt2(ours).to(device)}
 
@@ -75,9 +79,12 @@ def contenders(
 ) -> dict[str, Callable[[], torch.Tensor]]:
     """The four generate() calls compared, each returning the generated ids."""
     settings = dict(
-        attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-        do_sample=False, pad_token_id=0,
-    )  # fmt: skip
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
     calls = {}
     for name in ("hf_gpt2", "ours"):
         model = models[name]
@@ -134,8 +141,10 @@ def main(argv: list[str] | None = None, results_file: Path = RESULTS) -> dict[st
         torch.set_num_threads(args.threads)
     shapes = SHAPES[args.shapes]
     if PROMPT_TOKENS + args.new_tokens > shapes["context"]:
-        raise SystemExit(f"--new_tokens {args.new_tokens}: at most {shapes['context'] - PROMPT_TOKENS} fit in the "
-                         f"context of {shapes['context']} after the {PROMPT_TOKENS}-token prompt.")  # fmt: skip
+        raise SystemExit(
+            f"--new_tokens {args.new_tokens}: at most {shapes['context'] - PROMPT_TOKENS} fit in the "
+            f"context of {shapes['context']} after the {PROMPT_TOKENS}-token prompt."
+        )
     models = build_models(shapes, args.device)
     batches = {f"batch {b}": measure_batch(models, b, args, shapes["vocab"]) for b in args.batch_sizes}
     result = {

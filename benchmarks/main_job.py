@@ -58,8 +58,17 @@ def without(argv: list[str], *names: str) -> list[str]:
     return kept
 
 
-def plain_loop(model: torch.nn.Module, blocks: Any, collator: Any, seconds: float, learning_rate: float,
-               batch_size: int, precision: str, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.1) -> int:  # fmt: skip
+def plain_loop(
+    model: torch.nn.Module,
+    blocks: Any,
+    collator: Any,
+    seconds: float,
+    learning_rate: float,
+    batch_size: int,
+    precision: str,
+    warmup_fraction: float = 0.05,
+    min_lr_ratio: float = 0.1,
+) -> int:
     """Train ``model`` for ``seconds`` of optimizer steps (warmup, then cosine to ``min_lr_ratio`` over the
     time): nanoGPT's loop, timed instead of counted. Returns the number of steps."""
     device = next(model.parameters()).device
@@ -112,11 +121,32 @@ def main(
     extra = without(argv, "--time_budget", "--data", "--tokenizer_vocab_size")
     pretrain = runpy.run_path(str(REPO / "training" / "pretrain.py"))["main"]
     ours = pretrain(
-        ["--config", str(REPO / "training" / "configs" / "tiny.yaml"), "--data", data_args.data, "--txt_mode", "line",
-         "--split_mode", "tail", "--seed", str(SEED), "--tokenizer_name_or_path", str(work / "tokenizer"),
-         "--output_dir", str(work / "ours"), "--overwrite_output_dir", "true", "--report_to", "none",
-         "--disable_tqdm", "true", "--time_budget", str(budget), *extra]
-    )  # fmt: skip
+        [
+            "--config",
+            str(REPO / "training" / "configs" / "tiny.yaml"),
+            "--data",
+            data_args.data,
+            "--txt_mode",
+            "line",
+            "--split_mode",
+            "tail",
+            "--seed",
+            str(SEED),
+            "--tokenizer_name_or_path",
+            str(work / "tokenizer"),
+            "--output_dir",
+            str(work / "ours"),
+            "--overwrite_output_dir",
+            "true",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+            "--time_budget",
+            str(budget),
+            *extra,
+        ]
+    )
 
     # The reference: the same model, data and settings in a plain loop, for as long as ours took in all.
     set_seed(SEED)
@@ -126,8 +156,15 @@ def main(
     train = tokenize_and_pack(splits["train"], tokenizer, ours["block_size"])
     validation = tokenize_and_pack(splits["validation"], tokenizer, ours["block_size"])
     learning_rate = (ours["budget"]["size"] or {}).get("learning_rate") or 2e-3
-    steps = plain_loop(model, train, DataCollatorForLanguageModeling(tokenizer, mlm=False), ours["script_seconds"],
-                       learning_rate, 16, ours["precision"])  # fmt: skip
+    steps = plain_loop(
+        model,
+        train,
+        DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        ours["script_seconds"],
+        learning_rate,
+        16,
+        ours["precision"],
+    )
     reference = score_blocks(model, validation, token_byte_lengths(tokenizer), 32)
 
     result = {

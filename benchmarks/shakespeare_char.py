@@ -84,11 +84,27 @@ def run_recipe(config: Path, output_dir: Path, argv: list[str]) -> dict[str, Any
     pretrain = runpy.run_path(str(REPO / "training" / "pretrain.py"))["main"]
     clock = StepClock()
     metrics = pretrain(
-        ["--config", str(config), "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
-         "--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no", "--eval_steps", "100",
-         "--sample_max_new_tokens", "1", *argv],
+        [
+            "--config",
+            str(config),
+            "--output_dir",
+            str(output_dir),
+            "--overwrite_output_dir",
+            "true",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+            "--save_strategy",
+            "no",
+            "--eval_steps",
+            "100",
+            "--sample_max_new_tokens",
+            "1",
+            *argv,
+        ],
         callbacks=[clock],
-    )  # fmt: skip
+    )
     reached = seconds_to_reach(clock.curve, NANOGPT_VAL_LOSS)
     return {
         "config": str(config.relative_to(REPO)),

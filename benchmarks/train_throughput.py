@@ -178,8 +178,13 @@ def nanogpt_weights(state: dict[str, torch.Tensor], layers: int) -> dict[str, to
     """ScratchGPT's GPT-2-recipe weights under nanoGPT's names (query, key and value joined in ``c_attn``)."""
     weights = {f"{name}.weight": state[f"transformer.{name}.weight"] for name in ("wte", "wpe", "ln_f")}
     weights.update({"ln_f.bias": state["transformer.ln_f.bias"], "lm_head.weight": state["lm_head.weight"]})
-    renames = {"ln_1": "ln_1", "ln_2": "ln_2", "attn.o_proj": "attn.c_proj", "mlp.up_proj": "mlp.c_fc",
-               "mlp.down_proj": "mlp.c_proj"}  # fmt: skip
+    renames = {
+        "ln_1": "ln_1",
+        "ln_2": "ln_2",
+        "attn.o_proj": "attn.c_proj",
+        "mlp.up_proj": "mlp.c_fc",
+        "mlp.down_proj": "mlp.c_proj",
+    }
     for i in range(layers):
         ours, theirs = f"transformer.h.{i}.", f"h.{i}."
         for kind in ("weight", "bias"):
@@ -311,11 +316,20 @@ def trainer_overhead(plain: Contender, shapes: dict[str, int], warmup: int, step
     setting, batches, device = plain.setting, plain.batches, plain.device
     blocks = [batches[i][j, :-1].tolist() for i in range(warmup + steps) for j in range(shapes["batch"])]
     args = ScratchGPTTrainingArguments(
-        output_dir=tempfile.mkdtemp(), max_steps=warmup + steps, per_device_train_batch_size=shapes["batch"],
-        learning_rate=LEARNING_RATE, adam_beta2=0.95, weight_decay=0.1, report_to="none", save_strategy="no",
-        disable_tqdm=True, precision="bf16" if "bf16" in setting else "fp32", use_cpu=device == "cpu",
-        torch_compile=plain.compile_backend is not None, torch_compile_backend=plain.compile_backend,
-    )  # fmt: skip
+        output_dir=tempfile.mkdtemp(),
+        max_steps=warmup + steps,
+        per_device_train_batch_size=shapes["batch"],
+        learning_rate=LEARNING_RATE,
+        adam_beta2=0.95,
+        weight_decay=0.1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        precision="bf16" if "bf16" in setting else "fp32",
+        use_cpu=device == "cpu",
+        torch_compile=plain.compile_backend is not None,
+        torch_compile_backend=plain.compile_backend,
+    )
     clock = InterleavedPlainSteps(plain, warmup)
     trainer = ScratchGPTTrainer(
         model=build_model("ours", shapes, device),
@@ -424,11 +438,15 @@ def report(result: dict[str, Any], models: list[str]) -> str:
     ]
     for m, speedup in result.get("speedup_of_ours_best_settings", {}).items():
         wall = result["speedup_of_ours_best_settings_wall_clock"][m]
-        lines.append(f"ours ({result['best_setting']['ours']}) / {m} ({result['best_setting'][m]}): "
-                     f"{speedup:.2f}x (wall clock {wall:.2f}x)")  # fmt: skip
+        lines.append(
+            f"ours ({result['best_setting']['ours']}) / {m} ({result['best_setting'][m]}): "
+            f"{speedup:.2f}x (wall clock {wall:.2f}x)"
+        )
     if trainer := result.get("trainer"):
-        lines.append(f"ours through ScratchGPTTrainer / plain loop ({trainer['setting']}): "
-                     f"{trainer['trainer_to_plain_loop']:.2f}x")  # fmt: skip
+        lines.append(
+            f"ours through ScratchGPTTrainer / plain loop ({trainer['setting']}): "
+            f"{trainer['trainer_to_plain_loop']:.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -439,8 +457,12 @@ def main(argv: list[str] | None = None, results_file: Path = RESULTS) -> dict[st
     parser.add_argument(
         "--settings", type=lambda s: s.split(","), help=f"some of {','.join(SETTINGS)} (default: all)"
     )
-    parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS),
-                        help=f"some of {','.join(MODELS + ABLATIONS)}")  # fmt: skip
+    parser.add_argument(
+        "--models",
+        type=lambda s: s.split(","),
+        default=list(MODELS),
+        help=f"some of {','.join(MODELS + ABLATIONS)}",
+    )
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (median taken)")
     parser.add_argument("--steps_per_round", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation)")

@@ -102,16 +102,24 @@ def main(argv: list[str] | None = None) -> dict:
         )
         shots = [int(k) for k in args.num_fewshot.split(",")]
         by_shots = prompted_predictions(
-            lm, test, train, label_words, shots,
-            template=args.prompt_template, description=args.description,
-            apply_chat_template=args.apply_chat_template, seed=args.seed,
-        )  # fmt: skip
+            lm,
+            test,
+            train,
+            label_words,
+            shots,
+            template=args.prompt_template,
+            description=args.description,
+            apply_chat_template=args.apply_chat_template,
+            seed=args.seed,
+        )
         predictions.update({("zero-shot" if k == 0 else f"{k}-shot"): p for k, p in by_shots.items()})
     if args.classifier_path:
         classifier, tokenizer = load_model(
-            args.classifier_path, AutoModelForSequenceClassification, device=args.device,
+            args.classifier_path,
+            AutoModelForSequenceClassification,
+            device=args.device,
             trust_remote_code=args.trust_remote_code,
-        )  # fmt: skip
+        )
         max_length = args.max_seq_length or trained_max_length(args.classifier_path)
         predictions["fine-tuned"] = classifier_predictions(
             classifier, tokenizer, test["text"], label_names, args.batch_size, max_length

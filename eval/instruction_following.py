@@ -94,8 +94,11 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarize(items)
     output = Path(args.output_dir)
     write_json(output / "samples.json", items)
-    results = {"model": args.model_name_or_path, "judge": args.judge_model or args.judge_model_name_or_path,
-               "scores": summary}  # fmt: skip
+    results = {
+        "model": args.model_name_or_path,
+        "judge": args.judge_model or args.judge_model_name_or_path,
+        "scores": summary,
+    }
     write_json(output / "results.json", results)
     (output / "results.md").write_text(summary_table(summary))
     print(summary_table(summary))

@@ -120,8 +120,15 @@ def _check_accelerator_reset() -> None:
 def _check_generated_length() -> None:
     from transformers.generation import GenerationMixin
 
-    expected = ["self", "generation_config", "has_default_max_length", "has_default_min_length", "model_input_name",
-                "input_ids_length", "inputs_tensor"]  # fmt: skip
+    expected = [
+        "self",
+        "generation_config",
+        "has_default_max_length",
+        "has_default_min_length",
+        "model_input_name",
+        "input_ids_length",
+        "inputs_tensor",
+    ]
     found = list(inspect.signature(GenerationMixin._prepare_generated_length).parameters)
     assert found == expected, (
         f"GenerationMixin._prepare_generated_length takes {found}, the override {expected}"

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -14,19 +11,6 @@ from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTok
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def load_script(relative_path: str) -> ModuleType:
-    """Import a script of training/ or eval/ (not a package) as a module, to call its main() in process.
-
-    Registered in ``sys.modules`` (once), so the type hints of its dataclasses resolve for HfArgumentParser."""
-    path = REPO / relative_path
-    name = f"script_{path.parent.name}_{path.stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # Each recipe flips a different set of architecture switches so every code path is exercised.
@@ -41,7 +25,7 @@ RECIPES = {
         "bias": True,
         "norm_type": "layernorm",
         "tie_word_embeddings": True,
-    },  # fmt: skip
+    },
 }
 
 TRAINING_TEXT = [
@@ -57,9 +41,16 @@ def tiny_config(recipe: str = "gpt2", **overrides) -> ScratchGPTConfig:
     settings = dict(RECIPES[recipe])
     preset = settings.pop("preset")
     settings.update(
-        vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=64, initializer_range=0.3, pad_token_id=1, eos_token_id=0, bos_token_id=0,
-    )  # fmt: skip
+        vocab_size=300,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        initializer_range=0.3,
+        pad_token_id=1,
+        eos_token_id=0,
+        bos_token_id=0,
+    )
     settings.update(overrides)
     return ScratchGPTConfig.from_preset(preset, **settings)
 

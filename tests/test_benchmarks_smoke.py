@@ -65,12 +65,27 @@ def test_shakespeare_time_to_target_is_interpolated_between_evaluations():
 def test_main_job_benchmark_compares_the_pretrain_stage_with_a_plain_loop(small_text, tmp_path):
     results = tmp_path / "results.json"
     result = benchmark("main_job")(
-        ["--time_budget", "0.1", "--data", str(small_text), "--tokenizer_vocab_size", "300", "--precision", "fp32",
-         "--budget_probe_steps", "2", "--max_eval_blocks", "4", "--preset", "tiny",
-         "--model_overrides", "n_layer=1,n_embd=32,n_head=2,n_positions=64"],
+        [
+            "--time_budget",
+            "0.1",
+            "--data",
+            str(small_text),
+            "--tokenizer_vocab_size",
+            "300",
+            "--precision",
+            "fp32",
+            "--budget_probe_steps",
+            "2",
+            "--max_eval_blocks",
+            "4",
+            "--preset",
+            "tiny",
+            "--model_overrides",
+            "n_layer=1,n_embd=32,n_head=2,n_positions=64",
+        ],
         results_file=results,
         work=tmp_path,
-    )  # fmt: skip
+    )
     assert json.loads(results.read_text())["main_job"] == result
     ours, plain = result["ours"], result["plain_loop"]
     assert ours["train_steps"] > 0 and plain["train_steps"] > 0
@@ -84,12 +99,33 @@ def test_main_job_benchmark_compares_the_pretrain_stage_with_a_plain_loop(small_
 def test_speedrun_budget_benchmark_records_what_the_budget_bought(small_text, tmp_path):
     results = tmp_path / "results.json"
     result = benchmark("speedrun_budget")(
-        ["--time_budget", "0.6", "--data", str(small_text), "--txt_mode", "line", "--tokenizer_vocab_size", "300",
-         "--budget_probe_steps", "2", "--max_eval_blocks", "4", "--report_to", "none", "--disable_tqdm", "true",
-         "--precision", "fp32", "--preset", "tiny", "--model_overrides", "n_layer=1,n_embd=32,n_head=2,n_positions=64"],
+        [
+            "--time_budget",
+            "0.6",
+            "--data",
+            str(small_text),
+            "--txt_mode",
+            "line",
+            "--tokenizer_vocab_size",
+            "300",
+            "--budget_probe_steps",
+            "2",
+            "--max_eval_blocks",
+            "4",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+            "--precision",
+            "fp32",
+            "--preset",
+            "tiny",
+            "--model_overrides",
+            "n_layer=1,n_embd=32,n_head=2,n_positions=64",
+        ],
         results_file=results,
         run_dir=tmp_path / "run",
-    )  # fmt: skip
+    )
     saved = json.loads(results.read_text())["speedrun_budget"]
     assert list(saved.values()) == [result]
     assert (
@@ -103,11 +139,28 @@ def test_train_throughput_benchmark_times_every_model_from_the_same_start(tmp_pa
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"other_benchmark": {"kept": True}}))
     result = benchmark("train_throughput")(
-        ["--shapes", "tiny", "--settings", "fp32,fp32+compile", "--compile_backend", "aot_eager",
-         "--models", "ours,nanogpt,hf_gpt2,ours_plain_loss", "--rounds", "2", "--steps_per_round", "1",
-         "--warmup", "1", "--trainer_steps", "2", "--peak_tflops", "1"],
+        [
+            "--shapes",
+            "tiny",
+            "--settings",
+            "fp32,fp32+compile",
+            "--compile_backend",
+            "aot_eager",
+            "--models",
+            "ours,nanogpt,hf_gpt2,ours_plain_loss",
+            "--rounds",
+            "2",
+            "--steps_per_round",
+            "1",
+            "--warmup",
+            "1",
+            "--trainer_steps",
+            "2",
+            "--peak_tflops",
+            "1",
+        ],
         results_file=results,
-    )  # fmt: skip
+    )
     saved = json.loads(results.read_text())
     assert saved["other_benchmark"] == {"kept": True} and saved["train_throughput"] == result
     keys = {
@@ -142,10 +195,20 @@ def test_train_throughput_counts_flops_as_nanogpt_does():
 def test_generation_benchmark_checks_identical_tokens_at_every_batch_size(tmp_path):
     results = tmp_path / "results.json"
     result = benchmark("generation")(
-        ["--shapes", "tiny", "--new_tokens", "4", "--rounds", "1", "--batch_sizes", "1,2",
-         "--compile_backend", "eager"],
+        [
+            "--shapes",
+            "tiny",
+            "--new_tokens",
+            "4",
+            "--rounds",
+            "1",
+            "--batch_sizes",
+            "1,2",
+            "--compile_backend",
+            "eager",
+        ],
         results_file=results,
-    )  # fmt: skip
+    )
     assert json.loads(results.read_text())["generation"] == result
     for batch in ("batch 1", "batch 2"):
         measured = result[batch]

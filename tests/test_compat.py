@@ -73,9 +73,15 @@ def test_trainer_trains_and_evaluates_with_use_cache_on(tmp_path, one_thread):
     rows = [{"input_ids": ids, "labels": ids} for ids in prompts((8, 8, 8, 8), seed=5)]
     data = Dataset.from_list(rows)
     args = TrainingArguments(
-        tmp_path, max_steps=2, per_device_train_batch_size=2, per_device_eval_batch_size=2, use_cpu=True,
-        report_to=[], save_strategy="no", learning_rate=1e-3,
-    )  # fmt: skip
+        tmp_path,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        per_device_eval_batch_size=2,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        learning_rate=1e-3,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data)
     trainer.train()
     metrics = trainer.evaluate()

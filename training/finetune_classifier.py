@@ -74,16 +74,25 @@ def main(argv: list[str] | None = None) -> dict:
     splits = limit_splits(splits, data_args)
     model, tokenizer = load_classifier(model_args, label_names)
     tokenized, max_seq_length = tokenize_for_classification(
-        splits, tokenizer, model.config.max_position_embeddings, data_args.max_seq_length,
+        splits,
+        tokenizer,
+        model.config.max_position_embeddings,
+        data_args.max_seq_length,
         data_args.pad_to_max_length,
-    )  # fmt: skip
+    )
     model = choose_trainable_weights(model, model_args)
 
     trainer = make_stage_trainer(
-        ScratchGPTTrainer, model, training_args, tokenized, tokenizer, budget_args, started,
+        ScratchGPTTrainer,
+        model,
+        training_args,
+        tokenized,
+        tokenizer,
+        budget_args,
+        started,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=classification_metrics_fn(label_names, load_extra_metrics(data_args.metric_name)),
-    )  # fmt: skip
+    )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     evaluation, samples = evaluate_classifier(trainer, splits, tokenized, label_names, data_args.num_samples)
     metrics = {

@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["corpus_documents"] = sum(len(split) for split in splits.values())
     metrics["script_seconds"] = time.perf_counter() - started
     write_metrics(output_args.output_dir, metrics)
-    print(f"{corpus_name}: {metrics['train_documents']} train / {metrics['validation_documents']} validation "
-          f"documents saved to {output_args.output_dir}")  # fmt: skip
+    print(
+        f"{corpus_name}: {metrics['train_documents']} train / {metrics['validation_documents']} validation "
+        f"documents saved to {output_args.output_dir}"
+    )
     return metrics
 
 

@@ -110,8 +110,19 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         if resume_requested(training_args.resume_from_checkpoint) and budget_file.is_file():
             plan = json.loads(budget_file.read_text())  # a resumed run keeps its size and schedule
         else:
-            plan = plan_budget(budget_args, model_args, data_args, training_args, tokenizer, splits, blocks_for,
-                               collator, started, ScratchGPTTrainer, optimizer)  # fmt: skip
+            plan = plan_budget(
+                budget_args,
+                model_args,
+                data_args,
+                training_args,
+                tokenizer,
+                splits,
+                blocks_for,
+                collator,
+                started,
+                ScratchGPTTrainer,
+                optimizer,
+            )
         size = plan["size"]
         if plan["precision"] != training_args.precision or plan["precision_seconds_per_step"]:
             # Before any Trainer reads it; probes in another precision also left Accelerate's state behind.
@@ -127,8 +138,10 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         schedule = DeadlineSchedule(deadline, warmup)
         if training_args.process_index == 0:
             budget_file.write_text(json.dumps(plan, indent=2) + "\n")
-            print(f"time budget {budget_args.time_budget:g} min: {plan['size_rule']}; about {plan['planned_steps']} "
-                  f"steps at {plan['seconds_per_step']:.3f} s/step, the schedule ending at the deadline")  # fmt: skip
+            print(
+                f"time budget {budget_args.time_budget:g} min: {plan['size_rule']}; about {plan['planned_steps']} "
+                f"steps at {plan['seconds_per_step']:.3f} s/step, the schedule ending at the deadline"
+            )
             if warning := budget_warning(plan, len(tokenizer)):
                 print(f"WARNING: {warning}", flush=True)  # next to the plan, before training starts
 
@@ -206,11 +219,18 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
         }
         write_model_card(output_dir, metrics=metrics)  # README.md: the Hub model card
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"validation loss {validation['loss']:.4f}, {validation['bits_per_byte']:.3f} bits/byte; "
-              f"model in {output_dir}")  # fmt: skip
+        print(
+            f"validation loss {validation['loss']:.4f}, {validation['bits_per_byte']:.3f} bits/byte; "
+            f"model in {output_dir}"
+        )
         if not metrics["better_than_chance"]:
-            logger.warning("validation loss %.3f is no better than chance (ln %d = %.3f): train longer (a larger "
-                           "--time_budget or --max_steps).", validation["loss"], len(tokenizer), metrics["chance_loss"])  # fmt: skip
+            logger.warning(
+                "validation loss %.3f is no better than chance (ln %d = %.3f): train longer (a larger "
+                "--time_budget or --max_steps).",
+                validation["loss"],
+                len(tokenizer),
+                metrics["chance_loss"],
+            )
         return metrics
     return {}
 

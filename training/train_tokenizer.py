@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> ScratchGPTTokenizer:
     tokenizer_args, data_args = parse_args((TokenizerArguments, DataArguments), argv)
     splits, corpus_name = load_splits(data_args, tokenizer_args.seed)
     train = splits["train"]
-    print(f"Training a {tokenizer_args.vocab_size}-token tokenizer on the training split of {corpus_name} "
-          f"({len(train)} documents)")  # fmt: skip
+    print(
+        f"Training a {tokenizer_args.vocab_size}-token tokenizer on the training split of {corpus_name} "
+        f"({len(train)} documents)"
+    )
     tokenizer = ScratchGPTTokenizer.train(
         (row["text"] for row in train),
         vocab_size=tokenizer_args.vocab_size,

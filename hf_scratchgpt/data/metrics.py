@@ -25,8 +25,12 @@ def token_byte_lengths(tokenizer: Any) -> torch.Tensor:
     vocab = tokenizer.get_vocab()
     special_ids = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
     byte_alphabet = set(pre_tokenizers.ByteLevel.alphabet())
-    is_byte_level = all(char in byte_alphabet for token in list(vocab)[:1000] for char in token
-                        if vocab[token] not in special_ids)  # fmt: skip
+    is_byte_level = all(
+        char in byte_alphabet
+        for token in list(vocab)[:1000]
+        for char in token
+        if vocab[token] not in special_ids
+    )
     lengths = torch.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=torch.long)
     for token, token_id in vocab.items():
         if token_id in special_ids:

@@ -54,8 +54,14 @@ def generate_answers(
         output = generate_reply(
             model, tokenizer, example["messages"], max_new_tokens=max_new_tokens, temperature=0
         )
-        answers.append({"prompt": example["messages"][-1]["content"], "output": output,
-                        "reference": example["reference"], "messages": example["messages"]})  # fmt: skip
+        answers.append(
+            {
+                "prompt": example["messages"][-1]["content"],
+                "output": output,
+                "reference": example["reference"],
+                "messages": example["messages"],
+            }
+        )
     return answers
 
 

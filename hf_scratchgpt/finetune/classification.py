@@ -142,16 +142,21 @@ def select_text_and_label(
             texts = []
             for row, parts in enumerate(zip(*(batch[c] for c in text_columns), strict=True)):
                 if any(part is None for part in parts):
-                    raise DataError(f"The {split} data has a row with no text in {list(text_columns)}: "
-                                    f"{dict(zip(text_columns, parts, strict=True))} (label {batch[label_column][row]!r}).")  # fmt: skip
+                    raise DataError(
+                        f"The {split} data has a row with no text in {list(text_columns)}: "
+                        f"{dict(zip(text_columns, parts, strict=True))} (label {batch[label_column][row]!r})."
+                    )
                 texts.append(delimiter.join(str(part) for part in parts))
             labels = [_label_name(value, to_name) for value in batch[label_column]]
             return {"text": texts, "label": labels}
 
         selected[split] = dataset.map(
-            join, batched=True, remove_columns=columns, desc=f"selecting text and label ({split})",
+            join,
+            batched=True,
+            remove_columns=columns,
+            desc=f"selecting text and label ({split})",
             features=Features({"text": Value("string"), "label": Value("string")}),
-        )  # fmt: skip
+        )
     return DatasetDict(selected)
 
 
@@ -160,14 +165,18 @@ def _text_columns(text_column_names: str | None, columns: list[str], split: str)
         names = [name.strip() for name in text_column_names.split(",")]
         absent = [name for name in names if name not in columns]
         if absent:
-            raise DataError(f"The {split} data has no text column(s) {absent}; its columns are {columns}. "
-                            "Fix --text_column_names (comma-separated).")  # fmt: skip
+            raise DataError(
+                f"The {split} data has no text column(s) {absent}; its columns are {columns}. "
+                "Fix --text_column_names (comma-separated)."
+            )
         return names
     for name in DEFAULT_TEXT_COLUMNS:
         if name in columns:
             return [name]
-    raise DataError(f"The {split} data has none of the default text columns {list(DEFAULT_TEXT_COLUMNS)}; its "
-                    f"columns are {columns}. Pass --text_column_names.")  # fmt: skip
+    raise DataError(
+        f"The {split} data has none of the default text columns {list(DEFAULT_TEXT_COLUMNS)}; its "
+        f"columns are {columns}. Pass --text_column_names."
+    )
 
 
 def _label_name(value: Any, to_name: Callable[[Any], str]) -> str:
@@ -188,8 +197,10 @@ def infer_label_names(train: Dataset, label_names: Sequence[str] | None = None) 
         names = list(label_names)
         empty = [name for name in names if counts[name] == 0]
         if empty:
-            raise DataError(f"Class(es) {empty} have no training example (training label counts: "
-                            f"{dict(counts)}). Add examples or drop them from --class_names.")  # fmt: skip
+            raise DataError(
+                f"Class(es) {empty} have no training example (training label counts: "
+                f"{dict(counts)}). Add examples or drop them from --class_names."
+            )
     else:
         names = sorted(counts, key=lambda name: (0, int(name), name) if _is_int(name) else (1, 0, name))
     if len(names) < 2:
@@ -285,13 +296,17 @@ def tokenize_for_classification(
     """
     tokenized = splits.map(
         lambda batch: tokenizer(batch["text"], truncation=False, verbose=False),
-        batched=True, desc="tokenizing",
-    )  # fmt: skip
+        batched=True,
+        desc="tokenizing",
+    )
     lengths = {split: np.array([len(ids) for ids in data["input_ids"]]) for split, data in tokenized.items()}
     longest = int(lengths["train"].max()) if len(lengths["train"]) else 1
     if max_seq_length is not None and max_seq_length > context_length:
-        logger.warning("--max_seq_length %d is longer than the model's context; using %d.", max_seq_length,
-                       context_length)  # fmt: skip
+        logger.warning(
+            "--max_seq_length %d is longer than the model's context; using %d.",
+            max_seq_length,
+            context_length,
+        )
     length = min(max_seq_length or longest, context_length)
     too_long = {split: int((lens > length).sum()) for split, lens in lengths.items()}
     if sum(too_long.values()):
@@ -305,8 +320,13 @@ def tokenize_for_classification(
         per_split = ", ".join(f"{split} {n}" for split, n in too_long.items() if n)
         logger.warning(
             "%d of %d texts (%s) are longer than %d tokens (%s): kept their first %d tokens.",
-            sum(too_long.values()), total, per_split, length, limit, length,
-        )  # fmt: skip
+            sum(too_long.values()),
+            total,
+            per_split,
+            length,
+            limit,
+            length,
+        )
 
     def cut(batch: dict[str, list]) -> dict[str, list]:
         cut_batch = {key: [row[:length] for row in batch[key]] for key in ("input_ids", "attention_mask")}
@@ -329,11 +349,15 @@ def train_only_last_blocks(model: nn.Module, num_blocks: int) -> list[str]:
     blocks, final_norm = getattr(backbone, "h", None), getattr(backbone, "ln_f", None)
     head = getattr(model, "score", None)
     if blocks is None or final_norm is None or head is None:
-        raise ValueError(f"{type(model).__name__} lacks transformer.h / transformer.ln_f / score: "
-                         "--trainable_layers supports ScratchGPT and GPT-2 style models.")  # fmt: skip
+        raise ValueError(
+            f"{type(model).__name__} lacks transformer.h / transformer.ln_f / score: "
+            "--trainable_layers supports ScratchGPT and GPT-2 style models."
+        )
     if not 0 <= num_blocks <= len(blocks):
-        raise ValueError(f"--trainable_layers {num_blocks}: the model has {len(blocks)} blocks (use 0 to "
-                         f"{len(blocks)}, or -1 for all weights).")  # fmt: skip
+        raise ValueError(
+            f"--trainable_layers {num_blocks}: the model has {len(blocks)} blocks (use 0 to "
+            f"{len(blocks)}, or -1 for all weights)."
+        )
     model.requires_grad_(False)
     for module in [*blocks[len(blocks) - num_blocks :], final_norm, head]:
         module.requires_grad_(True)

@@ -113,8 +113,11 @@ class LabelledDataArguments(ValidatedArguments):
 
     def hub_split_names(self) -> dict[str, str]:
         """The Hub dataset's split playing each role (``train`` / ``validation`` / ``test``), where given."""
-        roles = {"train": self.train_split_name, "validation": self.validation_split_name,
-                 "test": self.test_split_name}  # fmt: skip
+        roles = {
+            "train": self.train_split_name,
+            "validation": self.validation_split_name,
+            "test": self.test_split_name,
+        }
         return {role: name for role, name in roles.items() if name}
 
     def class_list(self) -> list[str] | None:
@@ -186,8 +189,11 @@ def limit_splits(splits: DatasetDict, args: ClassificationDataArguments) -> Data
     splits = DatasetDict(splits)
     if args.shuffle_train_dataset:
         splits["train"] = splits["train"].shuffle(seed=args.shuffle_seed)
-    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples,
-              "test": args.max_predict_samples}  # fmt: skip
+    limits = {
+        "train": args.max_train_samples,
+        "validation": args.max_eval_samples,
+        "test": args.max_predict_samples,
+    }
     for split, limit in limits.items():
         if limit is not None and split in splits:
             splits[split] = splits[split].select(range(min(limit, len(splits[split]))))

@@ -177,9 +177,15 @@ def run_instruction_tuning(
     model, tokenizer = load_start_model(model_args, training_args)
     splits, skipped = load_instruction_splits(data_args, convert, seed=training_args.seed)
     trainer = make_stage_trainer(
-        trainer_class, model, training_args, splits, tokenizer, budget_args, started,
+        trainer_class,
+        model,
+        training_args,
+        splits,
+        tokenizer,
+        budget_args,
+        started,
         peft_config=get_peft_config(model_args),
-    )  # fmt: skip
+    )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     eval_metrics = trainer.evaluate()
     saved = save_finetuned(trainer, Path(training_args.output_dir) / MERGED_DIR)
@@ -224,8 +230,9 @@ def sample_answers(
             max_new_tokens=data_args.sample_max_new_tokens,
             temperature=0,
         )
-        samples.append({"prompt": example["messages"][-1]["content"], "output": reply,
-                        "reference": example["reference"]})  # fmt: skip
+        samples.append(
+            {"prompt": example["messages"][-1]["content"], "output": reply, "reference": example["reference"]}
+        )
     return samples
 
 

@@ -157,8 +157,14 @@ def _drop_or_refuse_incomplete(
         return dataset
     first = min(problems)
     if skip:
-        logger.warning("%s: skipped %d of %d records that lack a required field (%s); the first is record %d.",
-                       source, len(problems), len(dataset), ", ".join(fields), first)  # fmt: skip
+        logger.warning(
+            "%s: skipped %d of %d records that lack a required field (%s); the first is record %d.",
+            source,
+            len(problems),
+            len(dataset),
+            ", ".join(fields),
+            first,
+        )
         return dataset.select([i for i in range(len(dataset)) if i not in problems])
     record = {key: value for key, value in dataset[first].items() if value is not None}
     more = f" {len(problems) - 1} more record(s) lack a required field too." if len(problems) > 1 else ""
@@ -245,9 +251,11 @@ class InstructionDataArguments(ValidatedArguments):
     so the same flags hold out the same rows)."""
 
     dataset_name: str = field(
-        metadata={"help": "Hub dataset id or local .json/.jsonl/.csv/.tsv/.parquet file (Alpaca, messages, "
-                  "prompt/completion, or chosen/rejected for DPO)."}
-    )  # fmt: skip
+        metadata={
+            "help": "Hub dataset id or local .json/.jsonl/.csv/.tsv/.parquet file (Alpaca, messages, "
+            "prompt/completion, or chosen/rejected for DPO)."
+        }
+    )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on (Hub datasets)."})
     validation_fraction: float = field(
@@ -258,9 +266,11 @@ class InstructionDataArguments(ValidatedArguments):
     )
     skip_invalid_records: bool = field(
         default=False,
-        metadata={"help": "Leave out records that lack a required field (e.g. an Alpaca 'output') instead of "
-                  "stopping; metrics.json counts them."},
-    )  # fmt: skip
+        metadata={
+            "help": "Leave out records that lack a required field (e.g. an Alpaca 'output') instead of "
+            "stopping; metrics.json counts them."
+        },
+    )
 
 
 def load_instruction_splits(

@@ -264,8 +264,15 @@ class ScratchGPTConfig(PreTrainedConfig):
                 raise ValueError(
                     f"ScratchGPTConfig.{field}={value!r} is not supported; allowed values: {allowed}."
                 )
-        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "num_key_value_heads", "intermediate_size", "max_position_embeddings"):  # fmt: skip
+        for field in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        ):
             if getattr(self, field) < 1:
                 raise ValueError(
                     f"ScratchGPTConfig.{field} must be a positive integer, got {getattr(self, field)}."
@@ -319,14 +326,38 @@ _PASSTHROUGH = {"num_labels", "attn_implementation", "output_attentions"}
 # fields: they are never reported as unknown. Generation parameters (old configs carry them) are added below.
 _TRANSFORMERS_KEYS = {
     *_PASSTHROUGH,
-    "model_type", "auto_map", "transformers_version", "name_or_path", "_name_or_path", "_commit_hash",
-    "torch_dtype", "dtype", "experts_implementation", "_attn_implementation_autoset", "quantization_config",
-    "tokenizer_class", "prefix", "task_specific_params", "finetuning_task", "sep_token_id",
-    "decoder_start_token_id", "is_decoder", "add_cross_attention", "cross_attention_hidden_size",
-    "tie_encoder_decoder", "pruned_heads", "torchscript", "use_bfloat16", "tf_legacy_loss", "rope_scaling",
-    "per_layer_config", "distributed_config", "_attn_implementation_internal", "_experts_implementation_internal",
+    "model_type",
+    "auto_map",
+    "transformers_version",
+    "name_or_path",
+    "_name_or_path",
+    "_commit_hash",
+    "torch_dtype",
+    "dtype",
+    "experts_implementation",
+    "_attn_implementation_autoset",
+    "quantization_config",
+    "tokenizer_class",
+    "prefix",
+    "task_specific_params",
+    "finetuning_task",
+    "sep_token_id",
+    "decoder_start_token_id",
+    "is_decoder",
+    "add_cross_attention",
+    "cross_attention_hidden_size",
+    "tie_encoder_decoder",
+    "pruned_heads",
+    "torchscript",
+    "use_bfloat16",
+    "tf_legacy_loss",
+    "rope_scaling",
+    "per_layer_config",
+    "distributed_config",
+    "_attn_implementation_internal",
+    "_experts_implementation_internal",
     *GenerationConfig().to_dict(),
-}  # fmt: skip
+}
 # Names from "LLMs from scratch" (GPT_CONFIG_124M) and GPT-2's config that mean one of our fields, for the
 # error message: a difflib close match does not find these.
 _OTHER_NAMES = {

@@ -670,9 +670,13 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
         is given. A prompt that leaves no room is an error. Rotary positions have no hard limit.
         """
         generation_config = super()._prepare_generated_length(
-            generation_config, has_default_max_length, has_default_min_length, model_input_name,
-            input_ids_length, inputs_tensor,
-        )  # fmt: skip
+            generation_config,
+            has_default_max_length,
+            has_default_min_length,
+            model_input_name,
+            input_ids_length,
+            inputs_tensor,
+        )
         if self.config.position_embedding_type != "learned":
             return generation_config
         context = self.config.max_position_embeddings

@@ -171,8 +171,11 @@ class _TrainingCorpus:
         # stderr and flushed: the tokenizers progress bar draws nothing when stderr is not a terminal
         # (a log file), and a long training must not look like a hang there.
         seconds = time.monotonic() - started
-        print(f"Tokenizer training: {what} ({self.characters / 1e6:.1f}M characters, {seconds:.0f} s)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"Tokenizer training: {what} ({self.characters / 1e6:.1f}M characters, {seconds:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _cut_long_runs(text: str) -> Iterator[str]:

@@ -43,9 +43,15 @@ ARCHITECTURE_ROWS = {
     "vocab_size": "vocabulary",
     "dtype": "saved dtype",
 }
-ADAPTER_ROWS = {"peft_type": "adapter", "task_type": "task", "r": "rank r", "lora_alpha": "alpha",
-                "lora_dropout": "dropout", "target_modules": "target modules",
-                "modules_to_save": "trained in full"}  # fmt: skip
+ADAPTER_ROWS = {
+    "peft_type": "adapter",
+    "task_type": "task",
+    "r": "rank r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "target_modules": "target modules",
+    "modules_to_save": "trained in full",
+}
 # Stage metrics -> (label, unit) of the training-procedure table, in this order.
 TRAINING_ROWS = {
     "max_steps": ("optimizer steps (budget)", ""),
@@ -196,8 +202,12 @@ def _model_section(
 ) -> str:
     parts = []
     if config:
-        rows = [(label, _fmt(config[key])) for key, label in ARCHITECTURE_ROWS.items() if key in config
-                and not (key == "rope_theta" and config.get("position_embedding_type") == "learned")]  # fmt: skip
+        rows = [
+            (label, _fmt(config[key]))
+            for key, label in ARCHITECTURE_ROWS.items()
+            if key in config
+            and not (key == "rope_theta" and config.get("position_embedding_type") == "learned")
+        ]
         parts.append(markdown_table(("architecture", ""), rows))
     if adapter:
         rows = [(label, _fmt(adapter[key])) for key, label in ADAPTER_ROWS.items() if adapter.get(key)]
@@ -267,8 +277,11 @@ def _evaluation_tables(eval_results: Any) -> list[str]:
         else:
             rows = [(f"`{key}`", _fmt(value)) for key, value in flat_scores(data).items()]
             # Baselines (random guess, majority class) go beside the scores, never into the model-index.
-            rows += [(f"`{key}` (baseline)", _fmt(value)) for key, value in data.items()
-                     if _is_number(value) and re.search("baseline|majority_class", key)]  # fmt: skip
+            rows += [
+                (f"`{key}` (baseline)", _fmt(value))
+                for key, value in data.items()
+                if _is_number(value) and re.search("baseline|majority_class", key)
+            ]
             if rows:
                 tables.append(f"**{name}**\n\n" + markdown_table(("metric", "value"), rows))
     return tables
@@ -347,9 +360,12 @@ def parity_section(parity: Mapping[str, Any]) -> str:
     )
     lines = [markdown_table(header, rows, align="llrrrll")]
     versions = ", ".join(f"{name} {version}" for name, version in parity.get("versions", {}).items())
-    lines += ["", f"{parity['prompts']} prompts, {parity['new_tokens']} greedy tokens each; bound = relative bound "
-              f"of the weight type × the largest reference logit ({parity['reference_logit_scale']:.3g}). "
-              f"Measured with {versions} on {parity.get('machine', 'an unnamed machine')}."]  # fmt: skip
+    lines += [
+        "",
+        f"{parity['prompts']} prompts, {parity['new_tokens']} greedy tokens each; bound = relative bound "
+        f"of the weight type × the largest reference logit ({parity['reference_logit_scale']:.3g}). "
+        f"Measured with {versions} on {parity.get('machine', 'an unnamed machine')}.",
+    ]
     lines += [f"Not checked: {reason}." for reason in parity.get("skipped", [])]
     return "\n".join(lines)
 

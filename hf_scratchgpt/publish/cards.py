@@ -53,11 +53,18 @@ PIPELINE_TAGS = {
     "ForTokenClassification": "token-classification",
     "ForQuestionAnswering": "question-answering",
 }
-AUTO_CLASSES = {"text-generation": "AutoModelForCausalLM", "text-classification": "AutoModelForSequenceClassification",
-                "token-classification": "AutoModelForTokenClassification",
-                "question-answering": "AutoModelForQuestionAnswering"}  # fmt: skip
-PEFT_PIPELINE_TAGS = {"CAUSAL_LM": "text-generation", "SEQ_CLS": "text-classification",
-                      "TOKEN_CLS": "token-classification", "QUESTION_ANS": "question-answering"}  # fmt: skip
+AUTO_CLASSES = {
+    "text-generation": "AutoModelForCausalLM",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+}
+PEFT_PIPELINE_TAGS = {
+    "CAUSAL_LM": "text-generation",
+    "SEQ_CLS": "text-classification",
+    "TOKEN_CLS": "token-classification",
+    "QUESTION_ANS": "question-answering",
+}
 _HUB_DATASET = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 

@@ -38,8 +38,12 @@ logger = logging.getLogger(__name__)
 
 # Training leftovers that are not part of a published model (checkpoints hold optimizer state).
 DEFAULT_EXCLUDE = ("checkpoint-*", "runs/*", ".cache/*", "*__pycache__*", "*.pyc", ".git/*", "*.lock")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")  # fmt: skip
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 BLANK_TEMPLATE_MARK = "[More Information Needed]"
 
@@ -206,13 +210,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _explain(err: HfHubHTTPError, endpoint: str) -> str:
     status = err.response.status_code if err.response is not None else None
     if status == 401:
-        return (f"The Hub at {endpoint} did not accept the token ({err.server_message or '401 Unauthorized'}). "
-                "Pass a valid token with --token or set HF_TOKEN (a 'write' token from "
-                "https://huggingface.co/settings/tokens), or run `hf auth login`.")  # fmt: skip
+        return (
+            f"The Hub at {endpoint} did not accept the token ({err.server_message or '401 Unauthorized'}). "
+            "Pass a valid token with --token or set HF_TOKEN (a 'write' token from "
+            "https://huggingface.co/settings/tokens), or run `hf auth login`."
+        )
     if status == 403:
-        return (f"The Hub at {endpoint} refused the write ({err.server_message or '403 Forbidden'}). The token "
-                "needs the 'write' role and the repo must be in your namespace (or an organization you can "
-                "write to).")  # fmt: skip
+        return (
+            f"The Hub at {endpoint} refused the write ({err.server_message or '403 Forbidden'}). The token "
+            "needs the 'write' role and the repo must be in your namespace (or an organization you can "
+            "write to)."
+        )
     return f"The Hub at {endpoint} answered with an error: {err}"
 
 

@@ -113,12 +113,15 @@ def _model_sections(metrics: dict[str, Any], stage_dir: Path, run_dir: Path, nam
         loss_curve = f"loss_curves_{name}.png"
         plot_loss_curves(state["log_history"], run_dir / loss_curve, title=f"ScratchGPT {name}")
     config = stage_dir / "config.json"
-    for title, markdown in render_sections(metrics, config=config if config.is_file() else None,
-                                           loss_curve=loss_curve):  # fmt: skip
+    for title, markdown in render_sections(
+        metrics, config=config if config.is_file() else None, loss_curve=loss_curve
+    ):
         lines.append(f"### {title}\n\n{markdown}\n")
     if loss_curve:
-        lines.append("(Validation points on the curve use an evenly spaced subset of the validation blocks when "
-                     "`max_eval_blocks` is set; the validation loss in the table uses all of them.)")  # fmt: skip
+        lines.append(
+            "(Validation points on the curve use an evenly spaced subset of the validation blocks when "
+            "`max_eval_blocks` is set; the validation loss in the table uses all of them.)"
+        )
     return "\n".join(lines)
 
 

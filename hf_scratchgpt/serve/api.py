@@ -127,8 +127,11 @@ def bearer_key_checker(api_key: str | None) -> Callable[[Request], None]:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            raise APIError(401, "Missing API key: send `Authorization: Bearer KEY` (OpenAI clients: api_key=KEY).",
-                           code="invalid_api_key")  # fmt: skip
+            raise APIError(
+                401,
+                "Missing API key: send `Authorization: Bearer KEY` (OpenAI clients: api_key=KEY).",
+                code="invalid_api_key",
+            )
         if not secrets.compare_digest(given.strip().encode(), api_key.encode()):
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
 
@@ -158,8 +161,13 @@ def create_app(engine: GenerationEngine, model_id: str, api_key: str | None = No
 
     def check_model(name: str) -> None:
         if name not in served_names(model_id):
-            raise APIError(404, f"The model `{name}` does not exist: this server serves `{model_id}` "
-                           "(GET /v1/models lists it).", param="model", code="model_not_found")  # fmt: skip
+            raise APIError(
+                404,
+                f"The model `{name}` does not exist: this server serves `{model_id}` "
+                "(GET /v1/models lists it).",
+                param="model",
+                code="model_not_found",
+            )
 
     async def answer(
         body: SamplingRequest, request: GenerationRequest, chunk: Callable[[str | None, str | None], dict]
@@ -203,8 +211,12 @@ def create_app(engine: GenerationEngine, model_id: str, api_key: str | None = No
     async def chat_completions(body: ChatRequest) -> Any:
         check_model(body.model)
         if tokenizer.chat_template is None:
-            raise APIError(400, f"`{model_id}` has no chat template: use /v1/completions, or fine-tune it "
-                           "into a chat model with training/sft.py.", param="messages")  # fmt: skip
+            raise APIError(
+                400,
+                f"`{model_id}` has no chat template: use /v1/completions, or fine-tune it "
+                "into a chat model with training/sft.py.",
+                param="messages",
+            )
         messages = [message.for_template() for message in body.messages]
         asked = body.max_completion_tokens or body.max_tokens
         try:
@@ -233,19 +245,29 @@ def create_app(engine: GenerationEngine, model_id: str, api_key: str | None = No
     async def completions(body: CompletionRequest) -> Any:
         check_model(body.model)
         if isinstance(body.prompt, list) and len(body.prompt) != 1:
-            raise APIError(400, "`prompt` must be one text (this server answers one prompt per request).",
-                           param="prompt")  # fmt: skip
+            raise APIError(
+                400, "`prompt` must be one text (this server answers one prompt per request).", param="prompt"
+            )
         prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
         prompt_ids = tokenizer(prompt)["input_ids"]
         room = min(body.max_tokens or 16, engine.context_length - len(prompt_ids))
         if room < 1:
-            raise APIError(400, f"The prompt has {len(prompt_ids)} tokens, leaving no room in the model's "
-                           f"context of {engine.context_length}: shorten it.", param="prompt",
-                           code="context_length_exceeded")  # fmt: skip
-        request, head = body.generation(prompt_ids, room), {
-            "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": model_id,
-        }  # fmt: skip
+            raise APIError(
+                400,
+                f"The prompt has {len(prompt_ids)} tokens, leaving no room in the model's "
+                f"context of {engine.context_length}: shorten it.",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        request, head = (
+            body.generation(prompt_ids, room),
+            {
+                "id": f"cmpl-{uuid.uuid4().hex}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": model_id,
+            },
+        )
 
         def chunk(text: str | None, finish_reason: str | None) -> dict[str, Any]:
             choice = {"index": 0, "text": text or "", "finish_reason": finish_reason, "logprobs": None}

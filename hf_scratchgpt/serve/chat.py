@@ -263,10 +263,15 @@ def run(args: argparse.Namespace) -> int:
             continue
         print("assistant> ", end="", flush=True)
         reply = generate_reply(
-            model, tokenizer, messages,
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            model,
+            tokenizer,
+            messages,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
             streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
-        )  # fmt: skip
+        )
         messages.append({"role": "assistant", "content": reply})
 
 

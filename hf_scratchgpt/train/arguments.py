@@ -177,8 +177,12 @@ class ArgumentParser(TrlParser):
     def __init__(self, dataclass_types: Sequence[type]) -> None:
         super().__init__(dataclass_types)
         # Listed in --help; TrlParser takes `--config FILE` out of the arguments before argparse sees them.
-        self.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE.yaml",
-                          help="YAML file with defaults for any of the fields below.")  # fmt: skip
+        self.add_argument(
+            "--config",
+            default=argparse.SUPPRESS,
+            metavar="FILE.yaml",
+            help="YAML file with defaults for any of the fields below.",
+        )
         self.config_file: str | None = None
         self._unchecked_fields = {
             field.name
@@ -188,8 +192,11 @@ class ArgumentParser(TrlParser):
         }
 
     def parse_args_and_config(self, args: Sequence[str] | None = None, **kwargs: Any) -> tuple[Any, ...]:
-        args = [part for arg in (sys.argv[1:] if args is None else args)
-                for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]  # fmt: skip
+        args = [
+            part
+            for arg in (sys.argv[1:] if args is None else args)
+            for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])
+        ]
         if "--config" in args:
             if args.index("--config") == len(args) - 1:
                 self.error("argument --config: expected one argument (a YAML file)")

@@ -357,9 +357,15 @@ def measure_seconds_per_step(
     with tempfile.TemporaryDirectory(prefix="scratchgpt-probe-") as scratch:
         probe_args = copy.deepcopy(args)
         for name, value in dict(
-            output_dir=scratch, max_steps=steps, eval_strategy="no", save_strategy="no", report_to=[],
-            logging_strategy="no", warmup_steps=0, disable_tqdm=True,
-        ).items():  # fmt: skip
+            output_dir=scratch,
+            max_steps=steps,
+            eval_strategy="no",
+            save_strategy="no",
+            report_to=[],
+            logging_strategy="no",
+            warmup_steps=0,
+            disable_tqdm=True,
+        ).items():
             object.__setattr__(probe_args, name, value)
         trainer = trainer_class(
             model=copy.deepcopy(model),

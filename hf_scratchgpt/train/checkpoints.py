@@ -53,13 +53,28 @@ TRAINER_STATE_NAME = "trainer_state.json"
 # The files a model / tokenizer / processor save writes at the top of its folder. Only these are
 # replaced or removed when a new model is moved in; anything else in the folder is the run's own.
 MODEL_FILE_PATTERNS = (
-    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-    "pytorch_model*.bin", "pytorch_model*.bin.index.json", "adapter_config.json", "training_args.bin",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
-    "preprocessor_config.json", "processor_config.json",
-    "configuration_*.py", "modeling_*.py", "tokenization_*.py",
-)  # fmt: skip
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model*.bin.index.json",
+    "adapter_config.json",
+    "training_args.bin",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "configuration_*.py",
+    "modeling_*.py",
+    "tokenization_*.py",
+)
 # Weight files a resumable checkpoint holds (one of them): single file, sharded index, adapter,
 # or the folders FSDP and DeepSpeed write.
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "adapter_model.safetensors", "adapter_model.bin")
@@ -411,8 +426,11 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | bool |
     if resumes_latest(value):
         checkpoint = latest_complete_checkpoint(output_dir)
         if checkpoint is None:
-            logger.warning("--resume_from_checkpoint %s: no complete checkpoint in %s; starting a fresh run.",
-                           value, output_dir)  # fmt: skip
+            logger.warning(
+                "--resume_from_checkpoint %s: no complete checkpoint in %s; starting a fresh run.",
+                value,
+                output_dir,
+            )
             return None
         logger.info("Resuming from %s.", checkpoint)
     else:

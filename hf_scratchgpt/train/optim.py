@@ -67,8 +67,13 @@ class MuonWithAdamW(torch.optim.Optimizer):
     GPT rule of `decay_parameter_names` (matrices only, never embeddings, norms or biases).
     """
 
-    def __init__(self, model: nn.Module, args: TrainingArguments, learning_rate: float | None = None,
-                 momentum: float = 0.95) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        args: TrainingArguments,
+        learning_rate: float | None = None,
+        momentum: float = 0.95,
+    ) -> None:
         muon_names = set(muon_parameter_names(model))
         decayed = set(decay_parameter_names(model))
         params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]

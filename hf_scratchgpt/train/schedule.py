@@ -59,8 +59,9 @@ def schedule_shape(args: TrainingArguments, warmup_fraction: float) -> Callable[
 class DeadlineLR(LRScheduler):
     """Each group's base learning rate times ``shape(schedule.progress)``."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: DeadlineSchedule,
-                 shape: Callable[[float], float]) -> None:  # fmt: skip
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, schedule: DeadlineSchedule, shape: Callable[[float], float]
+    ) -> None:
         self.schedule, self.shape = schedule, shape
         super().__init__(optimizer)
 
@@ -89,8 +90,13 @@ class DeadlineSchedule(TrainerCallback):
     even shares of the progress, the last one at the end, when the arguments' strategies are not "no".
     """
 
-    def __init__(self, deadline: float, warmup_fraction: float, evaluations: int = 5,
-                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
+    def __init__(
+        self,
+        deadline: float,
+        warmup_fraction: float,
+        evaluations: int = 5,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.deadline, self.warmup_fraction, self.evaluations = deadline, warmup_fraction, evaluations
         self.clock = clock
         self.progress = self.reported = 0.0  # measured by the scheduler; as of the last on_step_end
@@ -140,8 +146,9 @@ class DeadlineSchedule(TrainerCallback):
             self.stopped_at_step = state.global_step
 
 
-def fit_steps_to_schedule(args: TrainingArguments, planned_steps: int, headroom: float = 10.0,
-                          most_steps: int | None = None) -> float:  # fmt: skip
+def fit_steps_to_schedule(
+    args: TrainingArguments, planned_steps: int, headroom: float = 10.0, most_steps: int | None = None
+) -> float:
     """Set ``args`` for a run whose schedule a `DeadlineSchedule` drives; returns the warmup fraction.
 
     ``max_steps`` becomes ``headroom`` x the planned steps (at most ``most_steps``, e.g. the steps of the most

@@ -311,9 +311,11 @@ class SampleGenerationCallback(TrainerCallback):
                 room = model.config.max_position_embeddings - inputs["input_ids"].shape[1]
                 max_new_tokens = min(self.max_new_tokens, room)
                 output = model.generate(
-                    **inputs, **self.generation_kwargs, max_new_tokens=max_new_tokens,
+                    **inputs,
+                    **self.generation_kwargs,
+                    max_new_tokens=max_new_tokens,
                     pad_token_id=self.tokenizer.pad_token_id,
-                )  # fmt: skip
+                )
                 texts.append(self.tokenizer.decode(output[0], skip_special_tokens=True))
         model.train(was_training)
         return texts

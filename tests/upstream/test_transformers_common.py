@@ -33,9 +33,13 @@ common = import_upstream("test_modeling_common")
 
 # The tester's tiny shapes stay the tester's; everything else a preset sets is the recipe under test.
 SHAPE_FIELDS = {
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
     "max_position_embeddings",
-}  # fmt: skip
+}
 
 # The common tests choose labels, and which class is the base model, from the in-tree name tables of the Auto
 # classes. ScratchGPT is registered through the public Auto API instead, so each test runs with its classes
@@ -67,11 +71,24 @@ class _TesterWithoutCausalLMTester:
     """
 
     defaults = {
-        "batch_size": 13, "seq_length": 7, "is_training": True, "vocab_size": 99, "hidden_size": 32,
-        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 37,
-        "max_position_embeddings": 512, "initializer_range": 0.02, "pad_token_id": 0, "bos_token_id": 1,
-        "eos_token_id": 2, "num_labels": 3, "type_sequence_label_size": 2, "num_choices": 4,
-    }  # fmt: skip
+        "batch_size": 13,
+        "seq_length": 7,
+        "is_training": True,
+        "vocab_size": 99,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "intermediate_size": 37,
+        "max_position_embeddings": 512,
+        "initializer_range": 0.02,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "num_labels": 3,
+        "type_sequence_label_size": 2,
+        "num_choices": 4,
+    }
 
     def __init__(self, parent: unittest.TestCase, **settings):
         self.parent = parent
@@ -80,8 +97,13 @@ class _TesterWithoutCausalLMTester:
 
     @property
     def all_model_classes(self) -> list[type]:
-        heads = ("base_model_class", "causal_lm_class", "question_answering_class",
-                 "sequence_classification_class", "token_classification_class")  # fmt: skip
+        heads = (
+            "base_model_class",
+            "causal_lm_class",
+            "question_answering_class",
+            "sequence_classification_class",
+            "token_classification_class",
+        )
         return [getattr(self, head) for head in heads]
 
     def get_config(self) -> ScratchGPTConfig:

@@ -73,8 +73,11 @@ def build_request(model: Any, tokenizer: Any, max_new_tokens: int = 16) -> dict[
     """Prompt ids, round-trip texts (and the ids to decode) and the continuation length for every path."""
     prompts = [tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] for text in PROMPTS]
     if tokenizer.chat_template:
-        prompts.append(tokenizer.apply_chat_template(CHAT_PROMPT, add_generation_prompt=True, tokenize=True,
-                                                     return_dict=True)["input_ids"])  # fmt: skip
+        prompts.append(
+            tokenizer.apply_chat_template(
+                CHAT_PROMPT, add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+        )
     context = model.config.max_position_embeddings
     prompts = [ids[: context // 2] for ids in prompts]
     room = context - max(len(ids) for ids in prompts)
@@ -94,12 +97,24 @@ def _classify(paths: list[str]) -> list[dict[str, Any]]:
         path = Path(raw)
         if path.suffix == ".onnx" or (path / ONNX_FILE).is_file():
             file = path if path.suffix == ".onnx" else path / ONNX_FILE
-            entries.append({"label": f"onnx ({file.parent.name}), onnxruntime", "kind": "onnx", "path": str(file),
-                            "precision": "f32"})  # fmt: skip
+            entries.append(
+                {
+                    "label": f"onnx ({file.parent.name}), onnxruntime",
+                    "kind": "onnx",
+                    "path": str(file),
+                    "precision": "f32",
+                }
+            )
         elif path.suffix == ".gguf" or (path.is_dir() and any(path.glob("*.gguf"))):
             for file in [path] if path.suffix == ".gguf" else sorted(path.glob("*.gguf")):
-                entries.append({"label": f"gguf ({file.name}), transformers", "kind": "gguf", "path": str(file),
-                                "precision": _gguf_precision(file)})  # fmt: skip
+                entries.append(
+                    {
+                        "label": f"gguf ({file.name}), transformers",
+                        "kind": "gguf",
+                        "path": str(file),
+                        "precision": _gguf_precision(file),
+                    }
+                )
         elif path.is_dir() and (path / "config.json").is_file():
             entries.append(
                 {"label": f"hf export ({path.name})", "kind": "hf", "path": str(path), "precision": "f32"}
@@ -126,8 +141,12 @@ def _run_isolated(entries: list[dict[str, Any]], request: dict[str, Any]) -> dic
         env.update(HF_HOME=str(Path(folder, "hf_home")), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         run = subprocess.run(
             [sys.executable, isolated_check.__file__, str(request_file), str(result_file)],
-            cwd=folder, env=env, capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if run.returncode != 0:
             error = f"the isolated process failed: {run.stderr.strip()[-1500:]}"
             return {entry["label"]: {"error": error} for entry in entries}
@@ -139,8 +158,15 @@ def open_llama_cpp(path: str | Path, context: int) -> Any:
     (llama.cpp's default float16 cache alone moves the logits by ~1e-3 of their scale)."""
     from llama_cpp import GGML_TYPE_F32, Llama
 
-    return Llama(model_path=str(path), n_ctx=context, n_batch=context, logits_all=True, verbose=False,
-                 type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)  # fmt: skip
+    return Llama(
+        model_path=str(path),
+        n_ctx=context,
+        n_batch=context,
+        logits_all=True,
+        verbose=False,
+        type_k=GGML_TYPE_F32,
+        type_v=GGML_TYPE_F32,
+    )
 
 
 def _llama_cpp_measure(path: str, request: dict[str, Any], context: int) -> dict[str, Any]:
@@ -176,12 +202,18 @@ def _onnx_measure(path: str, request: dict[str, Any]) -> dict[str, Any]:
     return {"logits": logits, "greedy": greedy}
 
 
-def compare(reference: dict[str, Any], result: dict[str, Any], request: dict[str, Any], bound: float,
-            exact: bool) -> dict[str, Any]:  # fmt: skip
+def compare(
+    reference: dict[str, Any], result: dict[str, Any], request: dict[str, Any], bound: float, exact: bool
+) -> dict[str, Any]:
     """One table row: max |diff| of the logits, greedy tokens identical, tokenizer round trip, verdict."""
     if "error" in result:
-        return {"max_abs_diff": None, "tokens_identical": "-", "tokenizer_round_trip": "-", "passed": False,
-                "note": result["error"][:500]}  # fmt: skip
+        return {
+            "max_abs_diff": None,
+            "tokens_identical": "-",
+            "tokenizer_round_trip": "-",
+            "passed": False,
+            "note": result["error"][:500],
+        }
     diff = max(
         (ours - theirs).abs().max().item()
         for ours, theirs in zip(reference["logits"], result["logits"], strict=True)
@@ -211,8 +243,13 @@ def compare(reference: dict[str, Any], result: dict[str, Any], request: dict[str
     return row
 
 
-def verify(model_path: str | Path, exported: list[str] | None = None, *, max_new_tokens: int = 16,
-           llama_cpp: bool = True) -> dict[str, Any]:  # fmt: skip
+def verify(
+    model_path: str | Path,
+    exported: list[str] | None = None,
+    *,
+    max_new_tokens: int = 16,
+    llama_cpp: bool = True,
+) -> dict[str, Any]:
     """Check every loading path of a saved model against the package; returns what goes to parity.json."""
     model_path = Path(model_path)
     model, tokenizer = load_scratchgpt(model_path)
@@ -223,16 +260,38 @@ def verify(model_path: str | Path, exported: list[str] | None = None, *, max_new
     entries = _classify(list(exported or []))
     isolated = [entry for entry in entries if entry["kind"] in ("hf", "gguf")]
     if (model_path / "modeling_scratchgpt.py").is_file():
-        isolated.insert(0, {"label": "remote code (trust_remote_code, no package)", "kind": "remote_code",
-                            "path": str(model_path), "precision": "f32"})  # fmt: skip
+        isolated.insert(
+            0,
+            {
+                "label": "remote code (trust_remote_code, no package)",
+                "kind": "remote_code",
+                "path": str(model_path),
+                "precision": "f32",
+            },
+        )
     results = _run_isolated(isolated, request) if isolated else {}
-    rows = [{"path": "hf_scratchgpt (reference)", "precision": "f32", "max_abs_diff": 0.0, "bound": 0.0,
-             "tokens_identical": "reference", "tokenizer_round_trip": "reference", "passed": True, "note": ""}]  # fmt: skip
+    rows = [
+        {
+            "path": "hf_scratchgpt (reference)",
+            "precision": "f32",
+            "max_abs_diff": 0.0,
+            "bound": 0.0,
+            "tokens_identical": "reference",
+            "tokenizer_round_trip": "reference",
+            "passed": True,
+            "note": "",
+        }
+    ]
     for entry in isolated:
         precision = entry["precision"]
         bound = RELATIVE_BOUNDS[precision] * scale
-        rows.append({"path": entry["label"], "precision": precision,
-                     **compare(reference, results[entry["label"]], request, bound, precision == "f32")})  # fmt: skip
+        rows.append(
+            {
+                "path": entry["label"],
+                "precision": precision,
+                **compare(reference, results[entry["label"]], request, bound, precision == "f32"),
+            }
+        )
     has_llama_cpp = importlib.util.find_spec("llama_cpp") is not None
     for entry in entries:
         if entry["kind"] == "gguf" and llama_cpp and has_llama_cpp:
@@ -251,8 +310,13 @@ def verify(model_path: str | Path, exported: list[str] | None = None, *, max_new
                 _onnx_measure(entry["path"], request) if importlib.util.find_spec("onnxruntime") else None
             )
             if result is not None:
-                rows.append({"path": entry["label"], "precision": "f32",
-                             **compare(reference, result, request, RELATIVE_BOUNDS["f32"] * scale, True)})  # fmt: skip
+                rows.append(
+                    {
+                        "path": entry["label"],
+                        "precision": "f32",
+                        **compare(reference, result, request, RELATIVE_BOUNDS["f32"] * scale, True),
+                    }
+                )
     skipped = []
     if any(entry["kind"] == "gguf" for entry in entries) and not (llama_cpp and has_llama_cpp):
         skipped.append("llama.cpp: llama-cpp-python is not installed (pip install llama-cpp-python)")
@@ -279,11 +343,22 @@ def format_table(parity: dict[str, Any]) -> str:
         diff = "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.3g}"
         bound = f"{row['bound']:.3g}" if "bound" in row else "-"
         verdict = "ok" if row["passed"] else f"FAIL: {row['note']}"
-        lines.append((row["path"], row["precision"], diff, bound, row["tokens_identical"],
-                      row["tokenizer_round_trip"], verdict))  # fmt: skip
+        lines.append(
+            (
+                row["path"],
+                row["precision"],
+                diff,
+                bound,
+                row["tokens_identical"],
+                row["tokenizer_round_trip"],
+                verdict,
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    text = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]
-                     for line in lines)  # fmt: skip
+    text = "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]
+        for line in lines
+    )
     return "\n".join([text, *(f"skipped: {reason}" for reason in parity["skipped"])])
 
 
@@ -366,8 +441,13 @@ def run(args: argparse.Namespace) -> int:
     if args.export_to:
         export_dir = Path(args.export_to)
         (export_dir / PARITY_FILE).write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
-        metrics = {"passed": True, "paths_checked": len(parity["rows"]) - 1, "skipped": parity["skipped"],
-                   "runtime_seconds": round(time.monotonic() - started, 1), "machine": parity["machine"]}  # fmt: skip
+        metrics = {
+            "passed": True,
+            "paths_checked": len(parity["rows"]) - 1,
+            "skipped": parity["skipped"],
+            "runtime_seconds": round(time.monotonic() - started, 1),
+            "machine": parity["machine"],
+        }
         (export_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return 0
 
