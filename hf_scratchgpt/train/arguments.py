@@ -76,6 +76,7 @@ def _positive_when_strategy(strategy_field: str) -> Callable[[Any, Any], bool]:
 
 
 POSITIVE = Rule(_positive, "a positive number")
+FRACTION_BELOW_ONE = Rule(lambda v, _: 0 <= v < 1, "a fraction in [0, 1)")
 VALUE_RULES: dict[str, Rule] = {
     # TrainingArguments (and TRL configs, which inherit them)
     "max_steps": Rule(
@@ -93,7 +94,7 @@ VALUE_RULES: dict[str, Rule] = {
     "warmup_ratio": Rule(_fraction_closed, "a fraction in [0, 1]"),
     "weight_decay": Rule(_non_negative, "0 or more"),
     "max_grad_norm": Rule(_non_negative, "0 or more (0 turns clipping off)"),
-    "label_smoothing_factor": Rule(lambda v, _: 0 <= v < 1, "a fraction in [0, 1)"),
+    "label_smoothing_factor": FRACTION_BELOW_ONE,
     "logging_steps": Rule(
         _positive_when_strategy("logging_strategy"), "positive with --logging_strategy steps"
     ),
@@ -116,7 +117,11 @@ VALUE_RULES: dict[str, Rule] = {
     "max_seq_length": POSITIVE,
     "lora_r": POSITIVE,
     "lora_alpha": POSITIVE,
-    "lora_dropout": Rule(lambda v, _: 0 <= v < 1, "a fraction in [0, 1)"),
+    "lora_dropout": FRACTION_BELOW_ONE,
+    "muon_learning_rate": POSITIVE,
+    "muon_momentum": FRACTION_BELOW_ONE,
+    "budget_probe_steps": Rule(lambda v, _: v >= 2, "2 or more (the first step is not timed)"),
+    "eval_limit": POSITIVE,
 }
 
 
@@ -147,6 +152,13 @@ def check_values(*settings: Any) -> None:
                 problems.append(f"--{name} {value:g}: must be {rule.expected}.")
     if problems:
         raise InvalidArgumentsError("Invalid arguments:\n  " + "\n  ".join(problems))
+
+
+def check_choice(flag: str, value: Any, allowed: Sequence[str]) -> None:
+    """Refuse a word-valued setting outside ``allowed`` (``None``, unset, passes), naming the flag and the
+    allowed values, where a library would otherwise treat any unknown word as its default."""
+    if value is not None and value not in allowed:
+        raise InvalidArgumentsError(f"--{flag} {value}: must be one of {', '.join(allowed)}.")
 
 
 class ValidatedArguments:
@@ -308,6 +320,7 @@ __all__ = [
     "InvalidArgumentsError",
     "Rule",
     "ValidatedArguments",
+    "check_choice",
     "check_values",
     "parse_args",
     "run_command",

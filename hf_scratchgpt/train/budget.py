@@ -33,7 +33,7 @@ from typing import Any
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from .arguments import InvalidArgumentsError
+from .arguments import InvalidArgumentsError, ValidatedArguments
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ CHINCHILLA_TOKENS_PER_PARAMETER = 20.0
 
 
 @dataclass
-class BudgetArguments:
+class BudgetArguments(ValidatedArguments):
     """How long a training script may take; it then sizes ``max_steps`` (and the model, if unset) to fit."""
 
     time_budget: float | None = field(
@@ -58,15 +58,13 @@ class BudgetArguments:
     )
 
     def __post_init__(self) -> None:
-        # A budget of zero or less would silently mean "no budget" (or the minimum of steps): refuse it.
+        super().__post_init__()  # --budget_probe_steps: 2 or more (VALUE_RULES)
+        # A budget of zero or less would silently mean "no budget" (or the minimum of steps): refuse it. Not
+        # a rule of VALUE_RULES: the main job's --time_budget 0 means "no budget".
         if self.time_budget is not None and not self.time_budget > 0:
             raise InvalidArgumentsError(
                 f"--time_budget {self.time_budget:g}: must be a positive number of minutes (e.g. --time_budget "
                 "15); leave it out to train --max_steps steps without a budget."
-            )
-        if self.budget_probe_steps < 2:
-            raise InvalidArgumentsError(
-                f"--budget_probe_steps {self.budget_probe_steps}: must be 2 or more (the first step is not timed)."
             )
 
 

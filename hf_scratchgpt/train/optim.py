@@ -22,11 +22,12 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
+from .arguments import ValidatedArguments
 from .trainer import decay_parameter_names
 
 
 @dataclass
-class OptimizerArguments:
+class OptimizerArguments(ValidatedArguments):
     """Which optimizer trains the blocks' weight matrices (the rest always uses Trainer's ``--optim``)."""
 
     muon: bool = field(

@@ -13,42 +13,39 @@ same fraction), so a stage run alone sees the same train/validation text as insi
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from transformers.trainer_utils import TrainOutput
 
 from ..data import (
     DataError,
     hub_is_reachable,
     load_default_dataset,
     load_text_dataset,
+    score_blocks,
     split_train_validation,
+    token_byte_lengths,
+    tokenize_and_pack,
 )
 from ..model.configuration_scratchgpt import ScratchGPTConfig
 from ..model.modeling_scratchgpt import ScratchGPTForCausalLM
 from ..model.tokenization_scratchgpt import ScratchGPTTokenizer
-from .budget import (
-    DEFAULT_SIZE,
-    MIN_USEFUL_STEPS,
-    SIZE_LADDER,
-    BudgetArguments,
-    ModelSize,
-    measure_seconds_per_step,
-    plan_to_budget,
-    tokens_per_step,
-)
-from .hardware import cpu_model_name
+from .arguments import ValidatedArguments, check_choice
+from .budget import ModelSize, better_than_chance, non_embedding_parameters, tokens_per_step
+from .hardware import cpu_model_name, describe_machine
+from .trainer import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +56,12 @@ OFFLINE_CORPUS_NAME = "Python's bundled docs (offline default)"
 _OFFLINE_NOTICE_SHOWN: list[bool] = []  # the fallback notice is printed once per process
 
 
+TXT_MODES = ("document", "line", "separator")
+SPLIT_MODES = ("random", "tail")
+
+
 @dataclass
-class ModelArguments:
+class ModelArguments(ValidatedArguments):
     """Which model to train and with which tokenizer."""
 
     preset: str | None = field(
@@ -101,7 +102,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataArguments(ValidatedArguments):
     """Where the text comes from and how it becomes training blocks."""
 
     data: str | None = field(
@@ -141,6 +142,12 @@ class DataArguments:
         },
     )
     sample_max_new_tokens: int = field(default=64)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Any other word would silently mean the default (split_train_validation reads "not tail" as random).
+        check_choice("txt_mode", self.txt_mode, TXT_MODES)
+        check_choice("split_mode", self.split_mode, SPLIT_MODES)
 
 
 def load_corpus(args: DataArguments) -> tuple[Dataset, str]:
@@ -302,14 +309,14 @@ def size_is_open(args: ModelArguments) -> bool:
 
 
 def build_model(
-    args: ModelArguments, tokenizer: ScratchGPTTokenizer, config: ScratchGPTConfig | None = None
+    args: ModelArguments, tokenizer: ScratchGPTTokenizer, size: ModelSize | None = None
 ) -> ScratchGPTForCausalLM:
-    """A fresh model from ``config`` (default: `model_config`), or a saved one to continue training."""
+    """A fresh model (`model_config`, at ``size`` when a time budget chose one), or a saved one to continue."""
     if args.model_name_or_path:
         return ScratchGPTForCausalLM.from_pretrained(
             args.model_name_or_path, attn_implementation=args.attn_implementation
         )
-    config = config or model_config(args, tokenizer)
+    config = model_config(args, tokenizer, size)
     return ScratchGPTForCausalLM._from_config(config, attn_implementation=args.attn_implementation)
 
 
@@ -339,120 +346,126 @@ def check_block_size(block_size: int | None, context: int) -> int:
     return block_size
 
 
-# What a budgeted run keeps back after training for the final evaluation, save and metrics: this share of
-# the budget, at least MIN_FINAL_SECONDS, plus the final evaluation's estimated cost.
-FINAL_SHARE, MIN_FINAL_SECONDS = 0.05, 10.0
+def check_before_loading(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> None:
+    """Refuse what cannot work before anything is loaded: another run's work in ``--output_dir``
+    (`check_output_dir`), a ``--block_size`` longer than the model's context."""
+    check_output_dir(training_args)
+    if data_args.block_size and (context := context_length(model_args)):
+        check_block_size(data_args.block_size, context)
 
 
-def plan_budget(
-    budget_args: BudgetArguments,
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    training_args: Any,
-    tokenizer: ScratchGPTTokenizer,
-    splits: DatasetDict,
-    blocks_for: Callable[[int, str], Dataset],
-    collator: Any,
+@dataclass
+class PretrainingCorpus:
+    """The split text (``train``, ``validation``), its description and tokenizer, packed into blocks on demand."""
+
+    splits: DatasetDict
+    name: str
+    tokenizer: ScratchGPTTokenizer
+    data_args: DataArguments
+    training_args: TrainingArguments
+
+    @property
+    def collator(self) -> DataCollatorForLanguageModeling:
+        return DataCollatorForLanguageModeling(self.tokenizer, mlm=False)
+
+    def blocks(self, context: int, split: str) -> Dataset:
+        """``split`` tokenized and packed into blocks of ``--block_size`` (default: the model's ``context``)."""
+        block_size = check_block_size(self.data_args.block_size, context)
+        with self.training_args.main_process_first(desc=f"tokenizing and packing {split}"):
+            return tokenize_and_pack(
+                self.splits[split],
+                self.tokenizer,
+                block_size,
+                num_proc=self.data_args.preprocessing_num_workers,
+                split=split,
+            )
+
+    def sample_prompts(self) -> list[str]:
+        """``--sample_prompts``, or the first words of a few validation documents."""
+        return self.data_args.sample_prompts or corpus_prompts(
+            row["text"] for row in self.splits["validation"]
+        )
+
+
+def load_pretraining_corpus(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> PretrainingCorpus:
+    """The text (`load_splits`) and its tokenizer (`load_tokenizer`); rank 0 goes first, the other ranks
+    then read its Arrow caches."""
+    with training_args.main_process_first(desc="loading the corpus"):
+        splits, name = load_splits(data_args, training_args.seed)
+        tokenizer = load_tokenizer(model_args, splits["train"])
+    return PretrainingCorpus(splits, name, tokenizer, data_args, training_args)
+
+
+def evenly_spaced(blocks: Dataset, most: int | None) -> Dataset:
+    """At most ``most`` of ``blocks``, evenly spaced (all of them when ``most`` is None): the in-training
+    evaluations' subset, so a curve point costs a fixed amount however large the validation split."""
+    if not most or len(blocks) <= most:
+        return blocks
+    stride = len(blocks) / most
+    return blocks.select([int(i * stride) for i in range(most)])
+
+
+def pretraining_metrics(
+    trainer: Trainer,
+    train_result: TrainOutput,
+    corpus: PretrainingCorpus,
+    train_blocks: Dataset,
+    eval_blocks: Dataset,
+    plan: dict[str, Any] | None,
     started: float,
-    trainer_class: type,
-    trainer_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    """Measure this machine and fit the run to ``--time_budget``: the plan that budget.json records.
-
-    ``blocks_for(context, split)`` packs a split for a context; ``started`` is the script's start
-    (``time.perf_counter()``), so loading and probing are paid from the budget. The plan holds the size (when
-    none was given), the precision (bf16 and fp32 both measured where a CPU's bf16 is a guess), the planned
-    steps and, when the budget cannot buy `MIN_USEFUL_STEPS` steps, the budget that would.
-    """
-
-    def probe(rung: ModelSize | None, precision: str | None = None) -> tuple[Any, int, float]:
-        model = build_model(
-            model_args, tokenizer, model_config(model_args, tokenizer, rung) if rung else None
-        )
-        train = blocks_for(model.config.max_position_embeddings, "train")
-        args = training_args
-        if precision:
-            args = copy.deepcopy(training_args)
-            args.switch_precision(precision)
-        seconds = measure_seconds_per_step(
-            model, train, args, collator, budget_args.budget_probe_steps, trainer_class, trainer_kwargs
-        )
-        return model.config, tokens_per_step(training_args, len(train[0]["input_ids"])), seconds
-
-    cpu_bf16_is_a_guess = (
-        training_args.precision_requested == "auto"
-        and training_args.precision == "bf16"
-        and training_args.use_cpu
+    """What ``metrics.json`` records of a pretraining run, with the run's one validation loss: every
+    validation block, fp32, and bits per byte from the very tokens scored. ``plan``: budget.json, if any."""
+    args, model, tokenizer = trainer.args, trainer.model, corpus.tokenizer
+    validation = score_blocks(
+        model, eval_blocks, token_byte_lengths(tokenizer), args.per_device_eval_batch_size
     )
-    validation_tokens = sum(
-        map(len, tokenizer(list(splits["validation"]["text"]), verbose=False)["input_ids"])
-    )
-    validation_blocks = validation_tokens / 256  # in blocks of 256 tokens (the cost is per token)
-    first_rung = (
-        next(rung for rung in SIZE_LADDER if rung.name == DEFAULT_SIZE) if size_is_open(model_args) else None
-    )
-    context = (
-        context_length(model_args) or model_config(model_args, tokenizer, first_rung).max_position_embeddings
-    )
-    train_blocks = blocks_for(context, "train")
-    corpus_tokens = len(train_blocks) * len(train_blocks[0]["input_ids"])
-
-    def per_block(seconds_per_step: float) -> float:
-        return seconds_per_step / (3 * training_args.per_device_train_batch_size)  # a forward: ~1/3 of a step
-
-    def evaluation_seconds(seconds_per_step: float) -> float:
-        # The evaluations during training (every fifth of the run, on the curve subset) and the final one.
-        curve = min(validation_blocks, data_args.max_eval_blocks or validation_blocks)
-        return per_block(seconds_per_step) * (6 * curve + validation_blocks)
-
-    budget_seconds = budget_args.time_budget * 60
-    fitted = plan_to_budget(
-        seconds_left=lambda: budget_seconds - (time.perf_counter() - started),
-        probe=probe,
-        config_for=lambda rung: model_config(model_args, tokenizer, rung),
-        size_open=size_is_open(model_args),
-        evaluation_seconds=evaluation_seconds,
-        # A CPU's bf16 instructions do not pay off at every size (small matrices, casts): under
-        # --precision auto, measure fp32 too and keep the faster.
-        precisions=("bf16", "fp32") if cpu_bf16_is_a_guess else (),
-        corpus_tokens=corpus_tokens,
-    )
-    plan = {
-        "time_budget_minutes": budget_args.time_budget,
-        "planned_steps": fitted.max_steps,
-        "seconds_per_step": fitted.seconds_per_step,
-        "flops_per_second": fitted.flops_per_second,
-        "planned_tokens": fitted.tokens,
-        "corpus_tokens": corpus_tokens,
-        "size": asdict(fitted.size) if fitted.size else None,
-        "size_rule": fitted.size_rule or "fixed by --preset / --model_config / --model_name_or_path",
-        "precision": fitted.precision or training_args.precision,
-        "precision_seconds_per_step": fitted.precision_seconds_per_step,
-        "final_reserve_seconds": max(MIN_FINAL_SECONDS, FINAL_SHARE * budget_seconds)
-        + per_block(fitted.seconds_per_step) * validation_blocks,
-        "too_small": fitted.too_small,
-        "sufficient_budget_minutes": (
-            math.ceil((budget_seconds + fitted.seconds_short) / 6) / 10 if fitted.too_small else None
-        ),
+    block_size = len(train_blocks[0]["input_ids"])
+    return {
+        **train_result.metrics,
+        **{f"eval_{key}": value for key, value in validation.items()},
+        "eval_blocks": len(eval_blocks),
+        "corpus": corpus.name,
+        "train_blocks": len(train_blocks),
+        "block_size": block_size,
+        # With a budget: the steps it planned (the Trainer's max_steps is only a bound) and the steps trained
+        # when the schedule reached the deadline.
+        "max_steps": plan["planned_steps"] if plan else trainer.state.max_steps,
+        "train_steps": trainer.state.global_step,
+        "tokens_seen": trainer.state.global_step * tokens_per_step(args, block_size),
+        "num_parameters": model.num_parameters(),
+        "non_embedding_parameters": non_embedding_parameters(model.config),
+        "vocab_size": len(tokenizer),
+        # A model that learned nothing guesses uniformly over the vocabulary.
+        "chance_loss": math.log(len(tokenizer)),
+        "better_than_chance": better_than_chance(validation["loss"], len(tokenizer)),
+        "precision": args.precision,
+        "device": device_description(args.device),
+        "machine": describe_machine(args.use_cpu),
+        "world_size": args.world_size,
+        "budget": plan,
+        "script_seconds": time.perf_counter() - started,
     }
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        shared = [plan]  # every rank must train the same size for the same number of steps
-        torch.distributed.broadcast_object_list(shared, src=0)
-        plan = shared[0]
-    return plan
 
 
-def budget_warning(plan: dict[str, Any], vocab_size: int) -> str | None:
-    """What to tell the user before training when the budget cannot buy a model better than chance."""
-    if not plan.get("too_small"):
-        return None
-    return (
-        f"--time_budget {plan['time_budget_minutes']:g} min is too small on this machine: it buys about "
-        f"{plan['planned_steps']} optimizer steps at {plan['seconds_per_step']:.3f} s/step, and a model needs at "
-        f"least {MIN_USEFUL_STEPS} to learn more than how often each token occurs (below that it is at or barely "
-        f"better than chance, a validation loss of ln({vocab_size}) = {math.log(vocab_size):.2f}). A budget of "
-        f"about {plan['sufficient_budget_minutes']:g} min would buy them. Training anyway; the report marks the run."
+def print_validation_summary(metrics: dict[str, Any], output_dir: str | Path) -> None:
+    """The run's outcome in one line, and a warning when the model is no better than chance."""
+    print(
+        f"validation loss {metrics['eval_loss']:.4f}, {metrics['eval_bits_per_byte']:.3f} bits/byte; "
+        f"model in {output_dir}"
     )
+    if not metrics["better_than_chance"]:
+        logger.warning(
+            "validation loss %.3f is no better than chance (ln %d = %.3f): train longer (a larger "
+            "--time_budget or --max_steps).",
+            metrics["eval_loss"],
+            metrics["vocab_size"],
+            metrics["chance_loss"],
+        )
 
 
 def device_description(device: torch.device) -> str:
@@ -467,17 +480,21 @@ def device_description(device: torch.device) -> str:
 __all__ = [
     "DataArguments",
     "ModelArguments",
-    "budget_warning",
+    "PretrainingCorpus",
     "build_model",
-    "device_description",
+    "check_before_loading",
     "check_block_size",
     "context_length",
     "corpus_prompts",
+    "device_description",
+    "evenly_spaced",
     "load_corpus",
+    "load_pretraining_corpus",
     "load_splits",
     "load_tokenizer",
     "model_config",
-    "plan_budget",
+    "pretraining_metrics",
+    "print_validation_summary",
     "save_splits",
     "size_is_open",
 ]

@@ -32,6 +32,7 @@ from transformers import TrainingArguments as HfTrainingArguments
 
 from ..compat import reset_accelerator_state
 from ..model.tokenizer_sync import align_model_and_tokenizer
+from .arguments import ValidatedArguments
 from .checkpoints import (
     atomic_model_save,
     disk_full_error,
@@ -145,9 +146,12 @@ class OutputDirArguments:
 
 
 @dataclass
-class ScratchGPTTrainingArguments(PrecisionArguments, OutputDirArguments, HfTrainingArguments):
-    """``TrainingArguments`` with ``--precision`` decided from the hardware (see `PrecisionArguments`),
-    ``--overwrite_output_dir`` and ``--resume_from_checkpoint latest`` (see `OutputDirArguments`)."""
+class ScratchGPTTrainingArguments(
+    ValidatedArguments, PrecisionArguments, OutputDirArguments, HfTrainingArguments
+):
+    """``TrainingArguments`` with its numbers checked when built (`ValidatedArguments`), ``--precision``
+    decided from the hardware (see `PrecisionArguments`), ``--overwrite_output_dir`` and
+    ``--resume_from_checkpoint latest`` (see `OutputDirArguments`)."""
 
 
 def check_output_dir(args: HfTrainingArguments) -> None:
