@@ -155,7 +155,7 @@ class ScratchGPTConfig(PreTrainedConfig):
         layer_norm_eps: epsilon of the normalisation layers.
         embedding_dropout / attention_dropout / residual_dropout: dropout probabilities (GPT-2's
             ``embd_pdrop`` / ``attn_pdrop`` / ``resid_pdrop``).
-        classifier_dropout: dropout before the token-classification head.
+        classifier_dropout: dropout before the token-classification head (default: ``residual_dropout``).
         initializer_range: standard deviation of the normal weight init (0.02 as GPT-2).
         tie_word_embeddings: share the output head with the token embedding.
     """
@@ -165,7 +165,8 @@ class ScratchGPTConfig(PreTrainedConfig):
         "cache",
         "past_key_values",
     ]  # the KV cache's name from transformers 5.24, and before
-    attribute_map = {**GPT2_NAMES, **EPSILON_NAMES}
+    # `hidden_dropout`: the name transformers' generic token-classification head reads its dropout under.
+    attribute_map = {**GPT2_NAMES, **EPSILON_NAMES, "hidden_dropout": "residual_dropout"}
     # FSDP wraps by these module names (the backbone is called `transformer`, its blocks `h`).
     base_model_fsdp_plan = {"wte": "free_full_weight", "h.*": "free_full_weight", "ln_f": "keep_full_weight"}
 

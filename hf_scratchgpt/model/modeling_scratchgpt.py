@@ -24,19 +24,19 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationConfig, GenerationMixin
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_causal_mask
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import (
-    BaseModelOutputWithPast,
-    CausalLMOutputWithPast,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutputWithPast,
-    TokenClassifierOutput,
+from transformers.modeling_layers import (
+    GenericForQuestionAnswering,
+    GenericForSequenceClassification,
+    GenericForTokenClassification,
+    GradientCheckpointingLayer,
 )
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple, logging
@@ -334,6 +334,14 @@ class ScratchGPTPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = True
     # `output_hidden_states` / `output_attentions` are collected by hooks on these modules.
     _can_record_outputs = {"hidden_states": ScratchGPTBlock, "attentions": ScratchGPTAttention}
+
+    def __init__(self, config: ScratchGPTConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        # The task heads below are transformers' generic ones, which build the backbone with
+        # AutoModel.from_config(config) right after this. Loaded as remote code, the config is an instance of a copy
+        # of ScratchGPTConfig that AutoModel has never seen (transformers imports the config file apart from the
+        # modeling file, and registers only the head it was asked to load), so it is registered here.
+        AutoModel.register(type(config), ScratchGPTModel, exist_ok=True)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -701,157 +709,41 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
         return generation_config
 
 
-def last_token_indices(
-    input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, pad_token_id: int | None, length: int
-) -> torch.Tensor | int:
-    """Index of the last real (non-padding) token of each row, for left or right padding.
-
-    Uses the attention mask when given, else ``pad_token_id``; with neither, the last position.
-    """
-    if attention_mask is not None:
-        real = attention_mask[:, -length:].bool()
-    elif input_ids is not None and pad_token_id is not None:
-        real = input_ids != pad_token_id
-    else:
-        return -1
-    positions = torch.arange(length, device=real.device)
-    return (positions * real).argmax(-1)  # the highest position that holds a real token
+# The other heads are transformers' own, as in its Llama and GPT-J: each builds the backbone with
+# `AutoModel.from_config` under the attribute `base_model_prefix` names, which keeps GPT-2's `transformer` (and so
+# the weight names of every saved checkpoint).
 
 
-class ScratchGPTForSequenceClassification(ScratchGPTPreTrainedModel):
-    """Classifies a whole sequence from the hidden state of its last non-padding token.
+class ScratchGPTForSequenceClassification(GenericForSequenceClassification, ScratchGPTPreTrainedModel):
+    """Classifies a whole sequence from the ``score`` of its last token that is not ``config.pad_token_id``.
 
-    A causal model's last token is the only one that has seen the whole input, so it plays the role
-    BERT's [CLS] plays. The head is called ``score`` so PEFT saves it alongside LoRA adapters.
+    A causal model's last token is the only one that has seen the whole input, so it plays the role BERT's [CLS]
+    plays; left or right padding finds the same token. ``score`` is a name PEFT saves alongside LoRA adapters.
     """
 
-    def __init__(self, config: ScratchGPTConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.transformer = ScratchGPTModel(config)
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
-        self.post_init()
-
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> SequenceClassifierOutputWithPast:
-        outputs: BaseModelOutputWithPast = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=resolve_cache(cache, past_key_values),
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        logits = self.score(outputs.last_hidden_state)
-        batch_size, length = logits.shape[:2]
-        last = last_token_indices(input_ids, attention_mask, self.config.pad_token_id, length)
-        pooled_logits = logits[torch.arange(batch_size, device=logits.device), last]
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(
-                logits=logits, labels=labels, pooled_logits=pooled_logits, config=self.config
-            )
-        return SequenceClassifierOutputWithPast(
-            loss=loss,
-            logits=pooled_logits,
-            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+    base_model_prefix = "transformer"
 
 
-class ScratchGPTForTokenClassification(ScratchGPTPreTrainedModel):
-    """Labels every token (NER, POS tagging) from its hidden state. Each token sees only its left context."""
+class ScratchGPTForTokenClassification(GenericForTokenClassification, ScratchGPTPreTrainedModel):
+    """Labels every token (NER, POS tagging) from its hidden state. Each token sees only its left context.
 
-    def __init__(self, config: ScratchGPTConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.transformer = ScratchGPTModel(config)
-        dropout = (
-            config.classifier_dropout if config.classifier_dropout is not None else config.residual_dropout
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.score = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+    Dropout before the head: ``config.classifier_dropout``, else ``residual_dropout`` (read as ``hidden_dropout``).
+    """
 
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> TokenClassifierOutput:
-        outputs: BaseModelOutputWithPast = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            **kwargs,
-        )
-        logits = self.score(self.dropout(outputs.last_hidden_state))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, self.config)
-        return TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+    base_model_prefix = "transformer"
 
 
-class ScratchGPTForQuestionAnswering(ScratchGPTPreTrainedModel):
+class ScratchGPTForQuestionAnswering(GenericForQuestionAnswering, ScratchGPTPreTrainedModel):
     """Extractive QA: predicts the start and end token of the answer span inside the input."""
 
-    def __init__(self, config: ScratchGPTConfig):
-        super().__init__(config)
-        self.transformer = ScratchGPTModel(config)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.post_init()
+    base_model_prefix = "transformer"
 
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        start_positions: torch.LongTensor | None = None,
-        end_positions: torch.LongTensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> QuestionAnsweringModelOutput:
-        outputs: BaseModelOutputWithPast = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            **kwargs,
-        )
-        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions, **kwargs)
-        return QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits.contiguous(),
-            end_logits=end_logits.contiguous(),
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
+    # The generic head looks for Llama's `embed_tokens`; the token embedding here keeps GPT-2's name.
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.wte = value
 
 
 __all__ = [
