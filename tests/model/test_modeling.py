@@ -228,8 +228,17 @@ def test_token_classification_and_question_answering_heads():
     out = qa(ids, start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([3, 4]))
     assert out.start_logits.shape == out.end_logits.shape == (2, 8)
     assert out.loss > 0
+    assert (
+        qa.get_input_embeddings() is qa.transformer.wte
+    )  # GPT-2's name, not the generic head's embed_tokens
     backbone = ScratchGPTModel(tiny_config())
     assert backbone(ids).last_hidden_state.shape == (2, 8, 64)
+
+
+def test_token_classification_dropout_is_classifier_dropout_else_residual_dropout():
+    assert ScratchGPTForTokenClassification(tiny_config(residual_dropout=0.2)).dropout.p == 0.2
+    head = ScratchGPTForTokenClassification(tiny_config(residual_dropout=0.2, classifier_dropout=0.3))
+    assert head.dropout.p == 0.3
 
 
 def test_auto_model_builds_from_config_and_preset_shapes():

@@ -12,10 +12,11 @@ import pytest
 import torch
 from conftest import RECIPES, tiny_config, tiny_model
 from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 import hf_scratchgpt
-from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTForSequenceClassification
+from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTForSequenceClassification, ScratchGPTModel
 
 pytestmark = pytest.mark.compat  # part of the compatibility lane (see tests/test_compat.py)
 
@@ -45,6 +46,47 @@ def test_save_load_round_trip_keeps_logits_and_ties(recipe, tmp_path):
         torch.testing.assert_close(
             loaded.transformer.rotary_emb.inv_freq, model.transformer.rotary_emb.inv_freq
         )
+
+
+# The head tensors ScratchGPT checkpoints hold next to the backbone's `transformer.*`, as the task heads written by
+# hand saved them (3 labels, width 64) before the heads became transformers' generic ones.
+OLD_HEAD_TENSORS = {
+    "ScratchGPTForSequenceClassification": {"score.weight": (3, 64)},
+    "ScratchGPTForTokenClassification": {"score.weight": (3, 64), "score.bias": (3,)},
+    "ScratchGPTForQuestionAnswering": {"qa_outputs.weight": (2, 64), "qa_outputs.bias": (2,)},
+}
+
+
+@pytest.mark.parametrize("head", sorted(OLD_HEAD_TENSORS))
+def test_checkpoint_of_the_hand_written_heads_loads_with_the_same_outputs(head, tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config(num_labels=3, architectures=[head])
+    backbone = ScratchGPTModel(config).eval()
+    tensors = {f"transformer.{name}": tensor for name, tensor in backbone.state_dict().items()}
+    head_tensors = {name: torch.randn(shape) for name, shape in OLD_HEAD_TENSORS[head].items()}
+    save_file(tensors | head_tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    config.save_pretrained(tmp_path)
+
+    model, info = getattr(hf_scratchgpt, head).from_pretrained(tmp_path, output_loading_info=True)
+    assert all(not keys for keys in info.values()), info  # no missing / unexpected / mismatched keys
+    ids = torch.randint(2, 300, (2, 9), generator=torch.Generator().manual_seed(3))
+    ids[0, 6:] = config.pad_token_id  # right padding: row 0 ends at position 5
+    mask = (ids != config.pad_token_id).long()
+    hidden = backbone(ids, attention_mask=mask).last_hidden_state
+    out = model.eval()(ids, attention_mask=mask)
+    # What the hand-written heads computed from the same tensors.
+    if head == "ScratchGPTForSequenceClassification":
+        expected = hidden[[0, 1], [5, 8]] @ head_tensors["score.weight"].T
+        torch.testing.assert_close(out.logits, expected)
+    elif head == "ScratchGPTForTokenClassification":
+        expected = hidden @ head_tensors["score.weight"].T + head_tensors["score.bias"]
+        torch.testing.assert_close(out.logits, expected)
+    else:
+        spans = hidden @ head_tensors["qa_outputs.weight"].T + head_tensors["qa_outputs.bias"]
+        torch.testing.assert_close(out.start_logits, spans[..., 0])
+        torch.testing.assert_close(out.end_logits, spans[..., 1])
+    model.save_pretrained(tmp_path / "resaved")
+    assert saved_tensor_names(tmp_path / "resaved") == set(tensors) | set(head_tensors)
 
 
 def test_saved_config_maps_every_head_for_remote_code(tmp_path):
