@@ -31,9 +31,10 @@ from typing import Any
 import torch
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM
-from hf_scratchgpt.benchmarking import machine_record, markdown_table, time_rounds, write_result
+from hf_scratchgpt.benchmarking import machine_record, time_rounds, write_result
 from hf_scratchgpt.model.conversion import convert_scratchgpt_to_gpt2
 from hf_scratchgpt.model.fast_generation import fast_generation_kwargs
+from hf_scratchgpt.publish.markdown import markdown_table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"

@@ -43,13 +43,13 @@ from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM
 from hf_scratchgpt.benchmarking import (
     benchmark_clock,
     machine_record,
-    markdown_table,
     median_ratio,
     synchronize,
     time_rounds,
     write_result,
 )
 from hf_scratchgpt.model.conversion import convert_scratchgpt_to_gpt2
+from hf_scratchgpt.publish.markdown import markdown_table
 from hf_scratchgpt.train.hardware import native_bf16
 from hf_scratchgpt.train.trainer import ScratchGPTTrainer, ScratchGPTTrainingArguments
 

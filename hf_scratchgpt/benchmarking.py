@@ -109,17 +109,9 @@ def write_result(key: str, result: dict[str, Any], results_file: Path) -> None:
     results_file.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table (for the terminal and the README alike)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 __all__ = [
     "benchmark_clock",
     "machine_record",
-    "markdown_table",
     "median_ratio",
     "synchronize",
     "time_rounds",

@@ -28,7 +28,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..publish.markdown import markdown_table
+from ..publish.markdown import format_number, markdown_table
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -308,18 +308,33 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, float | None]:
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """Markdown: one row per task and metric, with the random-guess accuracy beside every accuracy."""
-    baselines = random_baselines(results)
-    n_shot = results.get("n-shot", {})
+    """Markdown of lm-eval's results (as `evaluate_tasks` returns them, or a saved results.json): one row per
+    task and metric, the random-guess accuracy beside every accuracy, the number of scored examples, and a
+    note when lm-eval's ``--limit`` cut the tasks short. The model card and the run report show this table."""
+    chance = results.get("random_baseline") or random_baselines(results)
+    shots, samples = results.get("n-shot", {}), results.get("n-samples", {})
     rows = []
-    for task, metric, _, value, stderr in lm_eval_scores(results):
-        baseline = baselines.get(task) if metric.startswith("acc") else None
-        n = len(results.get("samples", {}).get(task, [])) or ""
-        stderr_text = "" if stderr is None else f"{stderr:.4f}"
-        baseline_text = "" if baseline is None else f"{baseline:.4f}"
-        rows.append((task, n_shot.get(task, ""), n, metric, f"{value:.4f}", stderr_text, baseline_text))
-    header = ("task", "n-shot", "n", "metric", "value", "± stderr", "random guess")
-    return markdown_table(header, rows, align="lrrlrrr") + "\n"
+    for task, metric, filter_name, value, stderr in lm_eval_scores(results):
+        guess = chance.get(task) if metric.startswith("acc") else None
+        rows.append(
+            (
+                task,
+                shots.get(task, ""),
+                metric if filter_name == "none" else f"{metric} ({filter_name})",
+                format_number(value),
+                "" if stderr is None else format_number(stderr),
+                format_number(guess) if _is_number(guess) else "",
+                samples.get(task, {}).get("effective", ""),
+            )
+        )
+    header = ("task", "shots", "metric", "value", "± stderr", "random guess", "examples")
+    table = markdown_table(header, rows, align="lrlrrrr")
+    limit = (results.get("config") or {}).get("limit")
+    if not limit:
+        return table
+    # lm-eval's --limit: a count, or a fraction of each task when below 1.
+    share = f"{limit:.0%} of the examples" if limit < 1 else f"At most {format_number(limit)} examples"
+    return f"{table}\n\n{share} per task (`--limit`): a quick check, not a full benchmark."
 
 
 def save_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, float | None]:
@@ -336,5 +351,5 @@ def save_results(results: dict[str, Any], output_dir: str | Path) -> dict[str, f
         with (output / f"samples_{task}.jsonl").open("w", encoding="utf-8") as handle:
             for sample in samples:
                 handle.write(json.dumps(sample, default=handle_non_serializable) + "\n")
-    (output / "results.md").write_text(results_table(results))
+    (output / "results.md").write_text(results_table(summary) + "\n")
     return flat_metrics(results)

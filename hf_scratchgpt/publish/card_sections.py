@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.harness import lm_eval_scores
+from ..evaluation.harness import results_table
 from ..train.stage_files import METRICS_FILE
-from .markdown import markdown_table
+from .markdown import format_number, markdown_table
 
 LM_EVAL_SOURCE = "lm-evaluation-harness"
 
@@ -166,7 +166,7 @@ def _fmt(value: Any, unit: str = "") -> str:
     elif isinstance(value, int):
         text = f"{value:,}"
     elif isinstance(value, float):
-        text = f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+        text = format_number(value)
     elif isinstance(value, (list, tuple)):
         text = ", ".join(str(v) for v in value)
     else:
@@ -256,24 +256,7 @@ def _evaluation_tables(eval_results: Any) -> list[str]:
     tables = []
     for name, data in evaluation_sources(eval_results):
         if isinstance(data.get("results"), dict):
-            shots, samples = data.get("n-shot", {}), data.get("n-samples", {})
-            # eval/run_lm_eval.py adds the accuracy of guessing at random per task: shown beside accuracies.
-            chance = data.get("random_baseline") or {}
-            rows = []
-            for task, metric, filter_name, value, stderr in lm_eval_scores(data):
-                label = metric if filter_name == "none" else f"{metric} ({filter_name})"
-                guess = chance.get(task) if metric.startswith("acc") else None
-                guess_text = _fmt(guess) if _is_number(guess) else ""
-                stderr_text = "" if stderr is None else _fmt(stderr)
-                count = samples.get(task, {}).get("effective", "")
-                rows.append((task, shots.get(task, ""), label, _fmt(value), stderr_text, guess_text, count))
-            header = ("task", "shots", "metric", "value", "± stderr", "random guess", "examples")
-            lines = [f"**{name}** ({LM_EVAL_SOURCE})", "", markdown_table(header, rows, align="lrlrrrr")]
-            limit = (data.get("config") or {}).get("limit")
-            if limit:  # lm-eval's --limit: a count, or a fraction of each task when below 1
-                share = f"{limit:.0%} of the examples" if limit < 1 else f"At most {_fmt(limit)} examples"
-                lines += ["", f"{share} per task (`--limit`): a quick check, not a full benchmark."]
-            tables.append("\n".join(lines))
+            tables.append(f"**{name}** ({LM_EVAL_SOURCE})\n\n{results_table(data)}")
         else:
             rows = [(f"`{key}`", _fmt(value)) for key, value in flat_scores(data).items()]
             # Baselines (random guess, majority class) go beside the scores, never into the model-index.

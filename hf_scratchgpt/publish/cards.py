@@ -130,7 +130,7 @@ def _plot_loss_curve(model_dir: Path) -> str | None:
     state = model_dir / "trainer_state.json"
     if not image.is_file() and state.is_file():
         try:
-            from .report import plot_loss_curves
+            from .plots import plot_loss_curves
 
             plot_loss_curves(
                 json.loads(state.read_text())["log_history"], image, title="Training and validation loss"

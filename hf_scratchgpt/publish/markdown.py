@@ -2,6 +2,7 @@
 
 markdown_table(("task", "accuracy"), [("arc_easy", "0.6120")], align="lr")
 metrics_table({"perplexity": 12.3456, "documents": 200})
+format_number(812.5), format_number(23456.7)  # "812.5", "23,457"
 """
 
 from __future__ import annotations
@@ -21,13 +22,20 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: 
     return "\n".join(lines)
 
 
+def format_number(value: float) -> str:
+    """A score for a table: 4 significant digits, or a whole number with separators from 10,000 up (a large
+    perplexity reads better as 23,457 than as 2.346e+04)."""
+    return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
 def metrics_table(metrics: dict[str, Any], keys: list[str] | None = None) -> str:
-    """A two-column table of the chosen metrics (all of them by default); floats to 4 significant digits."""
+    """A two-column table of the chosen metrics (all of them by default); floats by `format_number`."""
     shown = [key for key in keys or list(metrics) if key in metrics]
     rows = [
-        (key, f"{metrics[key]:.4g}" if isinstance(metrics[key], float) else metrics[key]) for key in shown
+        (key, format_number(metrics[key]) if isinstance(metrics[key], float) else metrics[key])
+        for key in shown
     ]
     return markdown_table(("metric", "value"), rows)
 
 
-__all__ = ["markdown_table", "metrics_table"]
+__all__ = ["format_number", "markdown_table", "metrics_table"]

@@ -3,7 +3,8 @@
 ``build_report(run_dir)`` reads ``RUN/speedrun.json`` (stage times and budgets) and each stage folder's
 ``metrics.json`` (plus ``trainer_state.json`` and ``samples.json`` where a stage wrote them), and writes
 ``RUN/report.md``, a loss-curve PNG per training stage and ``RUN/metrics.json`` (every stage's metrics in one
-file). A stage that saved a model is shown with the same renderer as its model card (``hf_scratchgpt.publish.cards``).
+file). A stage that saved a model is shown with the same sections as its model card
+(``hf_scratchgpt.publish.card_sections``).
 """
 
 from __future__ import annotations
@@ -12,59 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
 from ..train.hardware import machine_summary
-from .cards import render_sections
-
-matplotlib.use("Agg")  # no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def loss_curves(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
-    """(step, loss) points for training and validation from a Trainer's ``state.log_history``."""
-    curves: dict[str, list[tuple[int, float]]] = {"train": [], "validation": []}
-    for entry in log_history:
-        if "loss" in entry:
-            curves["train"].append((entry["step"], float(entry["loss"])))
-        if "eval_loss" in entry:
-            curves["validation"].append((entry["step"], float(entry["eval_loss"])))
-    return curves
-
-
-def plot_loss_curves(log_history: list[dict[str, Any]], path: str | Path, title: str = "Loss") -> Path:
-    """Plot training and validation loss against the optimizer step; returns the PNG path."""
-    curves = loss_curves(log_history)
-    if not curves["train"] and not curves["validation"]:
-        raise ValueError("The log history holds no 'loss' or 'eval_loss' entries to plot.")
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=120)
-    for name, points in curves.items():
-        if points:
-            steps, losses = zip(*points, strict=True)
-            axes.plot(steps, losses, marker="o" if name == "validation" else None, label=f"{name} loss")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("cross-entropy (nats / token)")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
-
-
-def metrics_table(metrics: dict[str, Any], keys: list[str] | None = None) -> str:
-    """A two-column Markdown table of the chosen metrics (all of them by default)."""
-    rows = ["| metric | value |", "|---|---|"]
-    for key in keys or list(metrics):
-        if key in metrics:
-            value = metrics[key]
-            rows.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
-    return "\n".join(rows)
+from .card_sections import render_sections
+from .markdown import metrics_table
+from .plots import loss_curves, plot_loss_curves
 
 
 def _read_json(path: Path) -> Any:
+    """The file's JSON (samples.json holds a list), or None where the stage did not write it."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -192,4 +148,4 @@ def build_report(run_dir: str | Path) -> Path:
     return report
 
 
-__all__ = ["build_report", "loss_curves", "metrics_table", "plot_loss_curves"]
+__all__ = ["build_report"]
