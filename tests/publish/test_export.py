@@ -288,7 +288,7 @@ def test_verify_passes_for_true_exports_and_fails_for_a_tampered_one(models, tmp
     )
     save_file(weights, tampered / "model.safetensors", metadata={"format": "pt"})
     assert scratchgpt(["verify", str(model_dir), str(tampered), "--no_card"]) == 1
-    assert "FAIL: logits differ" in capsys.readouterr().out
+    assert "**mismatch**: logits differ" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from ...train.hardware import cpu_model_name
+from ...train.stage_files import write_json, write_metrics
 from ..cards import PARITY_FILE, PARITY_TITLE, parity_section, write_model_card
 from . import isolated_check, load_scratchgpt
 from .gguf_file import require_gguf
@@ -335,37 +336,10 @@ def verify(
     }
 
 
-def format_table(parity: dict[str, Any]) -> str:
-    """The parity result as a plain-text table for the terminal."""
-    header = ("path", "weights", "max |diff|", "bound", "greedy identical", "tokenizer", "result")
-    lines = [header]
-    for row in parity["rows"]:
-        diff = "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.3g}"
-        bound = f"{row['bound']:.3g}" if "bound" in row else "-"
-        verdict = "ok" if row["passed"] else f"FAIL: {row['note']}"
-        lines.append(
-            (
-                row["path"],
-                row["precision"],
-                diff,
-                bound,
-                row["tokens_identical"],
-                row["tokenizer_round_trip"],
-                verdict,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    text = "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]
-        for line in lines
-    )
-    return "\n".join([text, *(f"skipped: {reason}" for reason in parity["skipped"])])
-
-
 def write_parity(model_path: str | Path, parity: dict[str, Any]) -> Path:
     """Save parity.json and put its section into the folder's card (a new card when there is none)."""
     model_path = Path(model_path)
-    (model_path / PARITY_FILE).write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
+    write_json(model_path / PARITY_FILE, parity)
     card = model_path / "README.md"
     if not card.is_file():
         return write_model_card(model_path)
@@ -428,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
     if args.export_to:
         exported += export_for_verify(args.model, args.export_to, args.outtypes)
     parity = verify(args.model, exported, max_new_tokens=args.max_new_tokens, llama_cpp=not args.no_llama_cpp)
-    print(format_table(parity))
+    print(parity_section(parity))
     if not args.no_card:
         print(
             f"Wrote {PARITY_FILE} and the card's '{PARITY_TITLE}' section: {write_parity(args.model, parity)}"
@@ -440,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.export_to:
         export_dir = Path(args.export_to)
-        (export_dir / PARITY_FILE).write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
+        write_json(export_dir / PARITY_FILE, parity)
         metrics = {
             "passed": True,
             "paths_checked": len(parity["rows"]) - 1,
@@ -448,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
             "runtime_seconds": round(time.monotonic() - started, 1),
             "machine": parity["machine"],
         }
-        (export_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_metrics(export_dir, metrics)  # last: the main job's marker that the export stage is done
     return 0
 
 
@@ -458,7 +432,6 @@ __all__ = [
     "build_request",
     "compare",
     "export_for_verify",
-    "format_table",
     "open_llama_cpp",
     "verify",
     "write_parity",
