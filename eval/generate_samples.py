@@ -8,20 +8,19 @@ top-k 40, fixed seed), never past the model's context. Also times greedy decodin
 OUTPUT_DIR/samples.json ([{"prompt", "mode", "output"}]) and, last, metrics.json.
 """
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_scratchgpt.train.arguments import InvalidArgumentsError, parse_args, run_script
+from hf_scratchgpt.train.arguments import InvalidArgumentsError, ValidatedArguments, parse_args, run_script
 from hf_scratchgpt.train.pretraining import DataArguments, corpus_prompts, load_splits
+from hf_scratchgpt.train.stage_files import write_json, write_metrics
 
 
 @dataclass
-class SampleArguments:
+class SampleArguments(ValidatedArguments):
     model_name_or_path: str = field(metadata={"help": "A model folder or Hub id."})
     output_dir: str = field(default="outputs/samples", metadata={"help": "Where to write the samples."})
     prompts: list[str] = field(
@@ -88,15 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
     output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     seconds = time.perf_counter() - start
 
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "samples.json").write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+    write_json(f"{args.output_dir}/samples.json", samples)
     metrics = {
         "model": args.model_name_or_path,
         "samples": len(samples),
+        "seed": args.seed,
         "generation_tokens_per_second": (output.shape[1] - inputs["input_ids"].shape[1]) / seconds,
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(args.output_dir, metrics)
     return metrics
 
 

@@ -447,6 +447,7 @@ def pretraining_metrics(
         "device": device_description(args.device),
         "machine": describe_machine(args.use_cpu),
         "world_size": args.world_size,
+        "seed": args.seed,
         "budget": plan,
         "script_seconds": time.perf_counter() - started,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -11,13 +12,23 @@ from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
+from fakes.hub_server import LocalHub, run_client
 from transformers import AutoModelForCausalLM
 
+from hf_scratchgpt.data import DataError
 from hf_scratchgpt.train.arguments import InvalidArgumentsError
 from hf_scratchgpt.train.budget import MOST_EPOCHS, SIZE_LADDER
 from hf_scratchgpt.train.hardware import cpu_model_name
 from hf_scratchgpt.train.pretraining import corpus_prompts
-from hf_scratchgpt.train.speedrun import Stage, StageFailed, check_run_dir, run_stages
+from hf_scratchgpt.train.speedrun import (
+    Stage,
+    StageFailed,
+    check_run_dir,
+    fetch_task_data,
+    run_stages,
+    split_options,
+    stage_command,
+)
 from training import pretrain, speedrun
 
 
@@ -70,7 +81,7 @@ def small_job(run_dir: Path, corpus: Path, *extra: str) -> list[str]:
 
 def test_stages_hand_over_folders_and_a_rerun_skips_them(corpus, tmp_path, capsys):
     run = tmp_path / "run"
-    report = speedrun.main(small_job(run, corpus, "--max_steps", "6", "--time_budget", "10"))
+    report = speedrun.main(small_job(run, corpus, "--max_steps", "6", "--time_budget", "10", "--seed", "7"))
     for stage in ("data", "tokenizer", "pretrain", "samples", "export"):
         assert (run / stage / "metrics.json").is_file(), stage
     assert {p.name for p in run.iterdir()} >= {
@@ -86,6 +97,8 @@ def test_stages_hand_over_folders_and_a_rerun_skips_them(corpus, tmp_path, capsy
         tokenizer["train_documents"] == data["train_documents"] == 180
     )  # the tokenizer saw the train split only
     pretrained = json.loads((run / "pretrain" / "metrics.json").read_text())
+    samples = json.loads((run / "samples" / "metrics.json").read_text())
+    assert data["seed"] == pretrained["seed"] == samples["seed"] == 7  # one --seed reached every stage
     assert (
         pretrained["max_steps"] == 6 and pretrained["tokens_seen"] == 6 * 16 * 32
     )  # explicit steps: no budget
@@ -275,3 +288,122 @@ def test_a_budget_too_small_is_said_before_training_and_marked_in_the_report(cor
     samples = json.loads((run / "samples" / "samples.json").read_text())
     expected = corpus_prompts(row["text"] for row in load_from_disk(run / "data")["validation"])
     assert len(expected) == 3 and {sample["prompt"] for sample in samples} == set(expected)
+
+
+def test_a_stage_command_is_its_command_line_filled_in():
+    command = stage_command(
+        "{training}/pretrain.py --data {run}/data {extra} --seed {seed} --judge {judge} --outtypes f16 q8_0",
+        training="/repo/training",
+        run="/tmp/my run",
+        extra=["--preset", "tiny"],
+        seed=None,
+        judge="a/b",
+    )
+    # One word per path however many spaces; a list is several words; a None value drops its flag.
+    assert command == [
+        sys.executable,
+        "/repo/training/pretrain.py",
+        "--data",
+        "/tmp/my run/data",
+        "--preset",
+        "tiny",
+        "--judge",
+        "a/b",
+        "--outtypes",
+        "f16",
+        "q8_0",
+    ]
+    data, rest = split_options(
+        ["--data=a.txt", "--txt-mode", "line", "--preset", "tiny", "--bf16", "--max_documents", "5"],
+        {"data", "txt_mode", "max_documents"},
+    )
+    assert data == ["--data=a.txt", "--txt-mode", "line", "--max_documents", "5"]
+    assert rest == ["--preset", "tiny", "--bf16"]
+
+
+def task_data_folder(root: Path, *relative: str) -> Path:
+    for name in relative:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("[]\n")
+    return root
+
+
+TASK_FILES = (
+    "classification/sms_spam.tsv",
+    "instruction/instruction-data.json",
+    "instruction/instruction-data-with-preference.json",
+    "eval/arc_easy.jsonl",
+)
+
+
+def script_flags(script: str, capsys) -> set[str]:
+    """The flags a training/ or eval/ script lists in its --help."""
+    module = importlib.import_module(f"{Path(script).parent.name}.{Path(script).stem}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    return set(re.findall(r"--\w+", capsys.readouterr().out))
+
+
+def test_one_seed_reaches_every_stage_that_takes_one_and_every_flag_exists(tmp_path, capsys):
+    tasks = task_data_folder(tmp_path / "tasks", *TASK_FILES)
+    args = speedrun.SpeedrunArguments(run_dir=str(tmp_path / "run"), seed=7, task_data_dir=str(tasks))
+    stages = speedrun.main_job_stages(args, ["--data", "corpus.txt"], ["--preset", "tiny"])
+    assert [stage.skip_reason for stage in stages if stage.name != "export"] == [None] * 10
+    for stage in stages:
+        words = stage.command[1:]
+        if stage.name == "export":  # `scratchgpt verify` writes files; it has no seed
+            assert "--seed" not in words
+            continue
+        assert words[words.index("--seed") + 1] == "7", stage.name
+        # Every flag the stage passes is one its script knows (a typo would only fail mid-run).
+        used = {word for word in words if word.startswith("--")}
+        assert used <= script_flags(words[0], capsys), stage.name
+    # Without --seed every script keeps its own default.
+    args.seed = None
+    assert all("--seed" not in stage.command for stage in speedrun.main_job_stages(args, [], []))
+
+
+def test_task_data_comes_from_a_hub_dataset_id(tmp_path):
+    uploaded = '[{"instruction": "Say hi.", "input": "", "output": "hi"}]\n'
+    with LocalHub() as hub:
+        hub.add_repo(
+            "testuser/task-data",
+            {
+                "classification/sms_spam.tsv": "ham\thello\n",
+                "instruction/instruction-data.json": uploaded,
+                "unrelated/big.bin": "not downloaded",
+            },
+        )
+        code = """
+from training.speedrun import SpeedrunArguments, main_job_stages
+stages = main_job_stages(SpeedrunArguments(run_dir="run", task_data_dir="testuser/task-data"), [], [])
+sft = next(stage for stage in stages if stage.name == "sft").command
+result = {
+    "skipped": {stage.name: stage.skip_reason for stage in stages if stage.skip_reason},
+    "sft_data": open(sft[sft.index("--dataset_name") + 1]).read(),
+}
+try:
+    main_job_stages(SpeedrunArguments(run_dir="run", task_data_dir="testuser/no-such-data"), [], [])
+except ValueError as error:
+    result["missing"] = str(error)
+"""
+        result = run_client(hub.url, code, tmp_path)
+        requests = list(hub.requests)
+    assert result["sft_data"] == uploaded  # the file the stage reads is the one on the Hub
+    # The repo has no preference or eval files: only the stages that need them are skipped.
+    assert set(result["skipped"]) - {"export"} == {"dpo", "eval_lm"}
+    assert "instruction-data-with-preference.json not found" in result["skipped"]["dpo"]
+    assert not any("unrelated" in request for request in requests)  # only the task folders come down
+    assert "--task_data_dir testuser/no-such-data" in result["missing"]
+    assert "RepositoryNotFoundError" in result["missing"]
+
+
+def test_task_data_that_is_neither_a_folder_nor_a_hub_id_is_refused(tmp_path):
+    assert fetch_task_data(str(tmp_path)) == tmp_path
+    with pytest.raises(
+        DataError, match=r"--task_data_dir .*not a folder nor a Hub dataset id \(owner/name\)"
+    ):
+        fetch_task_data(str(tmp_path / "missing" / "tasks"))
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        fetch_task_data(str(tmp_path / "file.txt"))
