@@ -43,7 +43,7 @@ AUTO_MAP: dict[str, str] = {
 
 # Presets: "tiny" is small enough to train on a laptop CPU in minutes; the gpt2* presets are the exact
 # shapes of OpenAI's released checkpoints (124M, 350M, 774M, 1558M parameters).
-_GPT2_RECIPE: dict[str, Any] = {
+GPT2_RECIPE: dict[str, Any] = {
     "position_embedding_type": "learned",
     "norm_type": "layernorm",
     "mlp_type": "gelu",
@@ -62,7 +62,7 @@ _MODERN_RECIPE: dict[str, Any] = {
 _GPT2_SHAPES: dict[str, Any] = {"vocab_size": 50257, "max_position_embeddings": 1024}
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        **_GPT2_RECIPE,
+        **GPT2_RECIPE,
         "vocab_size": 4096,
         "hidden_size": 256,
         "num_hidden_layers": 4,
@@ -79,28 +79,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 256,
     },
     "gpt2": {
-        **_GPT2_RECIPE,
+        **GPT2_RECIPE,
         **_GPT2_SHAPES,
         "hidden_size": 768,
         "num_hidden_layers": 12,
         "num_attention_heads": 12,
     },
     "gpt2-medium": {
-        **_GPT2_RECIPE,
+        **GPT2_RECIPE,
         **_GPT2_SHAPES,
         "hidden_size": 1024,
         "num_hidden_layers": 24,
         "num_attention_heads": 16,
     },
     "gpt2-large": {
-        **_GPT2_RECIPE,
+        **GPT2_RECIPE,
         **_GPT2_SHAPES,
         "hidden_size": 1280,
         "num_hidden_layers": 36,
         "num_attention_heads": 20,
     },
     "gpt2-xl": {
-        **_GPT2_RECIPE,
+        **GPT2_RECIPE,
         **_GPT2_SHAPES,
         "hidden_size": 1600,
         "num_hidden_layers": 48,

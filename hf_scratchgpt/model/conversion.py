@@ -12,20 +12,34 @@ that already runs GPT-2 (llama.cpp, ONNX, vLLM) without remote code.
 
 from __future__ import annotations
 
-import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from typing import Any
 
-from .configuration_scratchgpt import ScratchGPTConfig
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedConfig
+
+from .configuration_scratchgpt import GPT2_NAMES, GPT2_RECIPE, ScratchGPTConfig
 from .modeling_scratchgpt import ScratchGPTForCausalLM
 
-# ScratchGPT settings a GPT-2 export needs; anything else has no GPT-2 equivalent.
-_GPT2_RECIPE = {
-    "position_embedding_type": "learned",
-    "norm_type": "layernorm",
-    "mlp_type": "gelu",
-    "bias": True,
-    "qk_norm": False,
+# ScratchGPT settings a GPT-2 export needs; anything else has no GPT-2 equivalent. (GPT-2 ties its head by default;
+# an untied one converts too.)
+_GPT2_LAYERS = {name: value for name, value in GPT2_RECIPE.items() if name != "tie_word_embeddings"}
+# GPT-2's name -> ScratchGPT's, for the settings the two configs name differently.
+_GPT2_RENAMED_SETTINGS = {
+    **GPT2_NAMES,
+    "layer_norm_epsilon": "layer_norm_eps",
+    "embd_pdrop": "embedding_dropout",
+    "attn_pdrop": "attention_dropout",
+    "resid_pdrop": "residual_dropout",
 }
+# Settings with the same name and meaning in ScratchGPT's config and in GPT-2's, Llama's and Qwen3's.
+SAME_NAMED_SETTINGS = (
+    "vocab_size",
+    "initializer_range",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
 # Tensors that map one-to-one: (ScratchGPT name, GPT-2 name, stored transposed?). Inside each block
 # ("h.{i}." prefix); GPT-2's Conv1D keeps weights as (in, out) where nn.Linear has (out, in).
 _BLOCK_TENSORS = [
@@ -52,6 +66,11 @@ def _one_to_one(num_layers: int) -> list[tuple[str, str, bool]]:
     return pairs
 
 
+def same_named_settings(config: PreTrainedConfig) -> dict[str, Any]:
+    """The `SAME_NAMED_SETTINGS` of ``config``, to pass as they are to another model type's config."""
+    return {name: getattr(config, name) for name in SAME_NAMED_SETTINGS}
+
+
 def _check_gpt2_config(config: GPT2Config) -> None:
     unsupported = {
         "activation_function": (config.activation_function, "gelu_new"),
@@ -71,83 +90,59 @@ def scratchgpt_config_from_gpt2(config: GPT2Config) -> ScratchGPTConfig:
     """The ScratchGPT config (GPT-2 recipe) with the same shapes and settings as a ``GPT2Config``."""
     _check_gpt2_config(config)
     return ScratchGPTConfig(
-        **_GPT2_RECIPE,
-        vocab_size=config.vocab_size,
-        hidden_size=config.n_embd,
-        num_hidden_layers=config.n_layer,
-        num_attention_heads=config.n_head,
-        intermediate_size=config.n_inner or 4 * config.n_embd,
-        max_position_embeddings=config.n_positions,
-        layer_norm_eps=config.layer_norm_epsilon,
-        embedding_dropout=config.embd_pdrop,
-        attention_dropout=config.attn_pdrop,
-        residual_dropout=config.resid_pdrop,
-        initializer_range=config.initializer_range,
-        tie_word_embeddings=config.tie_word_embeddings,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
+        **_GPT2_LAYERS,
+        **same_named_settings(config),
+        # n_inner=None (GPT-2's 4 * n_embd) leaves intermediate_size to ScratchGPT's default, the same for gelu.
+        **{ours: getattr(config, gpt2) for gpt2, ours in _GPT2_RENAMED_SETTINGS.items()},
     )
 
 
 def gpt2_config_from_scratchgpt(config: ScratchGPTConfig) -> GPT2Config:
     """The ``GPT2Config`` equivalent of a ScratchGPT config; ``ValueError`` if it is not the GPT-2 recipe."""
-    mismatched = {k: getattr(config, k) for k, v in _GPT2_RECIPE.items() if getattr(config, k) != v}
+    mismatched = {k: getattr(config, k) for k, v in _GPT2_LAYERS.items() if getattr(config, k) != v}
     if config.num_key_value_heads != config.num_attention_heads:
         mismatched["num_key_value_heads"] = config.num_key_value_heads
     if mismatched:
         raise ValueError(
             f"Only the GPT-2 recipe converts to GPT2LMHeadModel; these settings have no GPT-2 equivalent: "
-            f"{mismatched}. GPT-2 needs {_GPT2_RECIPE} and num_key_value_heads == num_attention_heads."
+            f"{mismatched}. GPT-2 needs {_GPT2_LAYERS} and num_key_value_heads == num_attention_heads."
         )
     return GPT2Config(
-        vocab_size=config.vocab_size,
-        n_embd=config.hidden_size,
-        n_layer=config.num_hidden_layers,
-        n_head=config.num_attention_heads,
-        n_inner=config.intermediate_size,
-        n_positions=config.max_position_embeddings,
+        **same_named_settings(config),
+        **{gpt2: getattr(config, ours) for gpt2, ours in _GPT2_RENAMED_SETTINGS.items()},
         activation_function="gelu_new",
-        layer_norm_epsilon=config.layer_norm_eps,
-        embd_pdrop=config.embedding_dropout,
-        attn_pdrop=config.attention_dropout,
-        resid_pdrop=config.residual_dropout,
-        initializer_range=config.initializer_range,
-        tie_word_embeddings=config.tie_word_embeddings,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
     )
 
 
-def _state_dict_to_gpt2(
-    state: dict[str, torch.Tensor], num_layers: int, tied: bool
+def _converted_state_dict(
+    state: dict[str, torch.Tensor], num_layers: int, tied: bool, to_gpt2: bool
 ) -> dict[str, torch.Tensor]:
-    out = {gpt2: state[ours].t() if t else state[ours] for ours, gpt2, t in _one_to_one(num_layers)}
+    """ScratchGPT's tensors under GPT-2's names and layout (``to_gpt2``), or GPT-2's under ScratchGPT's."""
+    out = {}
+    for ours, gpt2, transposed in _one_to_one(num_layers):
+        source, target = (ours, gpt2) if to_gpt2 else (gpt2, ours)
+        out[target] = state[source].t() if transposed else state[source]
+    out["lm_head.weight"] = state["transformer.wte.weight" if tied else "lm_head.weight"]
     for i in range(num_layers):
         prefix = f"transformer.h.{i}.attn."
-        # Fuse q, k, v into GPT-2's c_attn: concatenated along the output dimension.
-        out[prefix + "c_attn.weight"] = torch.cat([state[f"{prefix}{n}_proj.weight"] for n in "qkv"]).t()
-        out[prefix + "c_attn.bias"] = torch.cat([state[f"{prefix}{n}_proj.bias"] for n in "qkv"])
-    out["lm_head.weight"] = state["transformer.wte.weight" if tied else "lm_head.weight"]
+        if to_gpt2:  # fuse q, k, v into GPT-2's c_attn: concatenated along the output dimension
+            out[prefix + "c_attn.weight"] = torch.cat([state[f"{prefix}{n}_proj.weight"] for n in "qkv"]).t()
+            out[prefix + "c_attn.bias"] = torch.cat([state[f"{prefix}{n}_proj.bias"] for n in "qkv"])
+        else:  # split it
+            weights = state[prefix + "c_attn.weight"].t().chunk(3)
+            biases = state[prefix + "c_attn.bias"].chunk(3)
+            for name, weight, bias in zip("qkv", weights, biases, strict=True):
+                out[f"{prefix}{name}_proj.weight"], out[f"{prefix}{name}_proj.bias"] = weight, bias
     return out
 
 
-def _state_dict_from_gpt2(
-    state: dict[str, torch.Tensor], num_layers: int, tied: bool
-) -> dict[str, torch.Tensor]:
-    out = {ours: state[gpt2].t() if t else state[gpt2] for ours, gpt2, t in _one_to_one(num_layers)}
-    for i in range(num_layers):
-        prefix = f"transformer.h.{i}.attn."
-        weights = state[prefix + "c_attn.weight"].t().chunk(3)
-        biases = state[prefix + "c_attn.bias"].chunk(3)
-        for name, weight, bias in zip("qkv", weights, biases, strict=True):
-            out[f"{prefix}{name}_proj.weight"], out[f"{prefix}{name}_proj.bias"] = weight, bias
-    out["lm_head.weight"] = state["transformer.wte.weight" if tied else "lm_head.weight"]
-    return out
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors, detached, on the CPU: the input of a conversion."""
+    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
 
 
-def _load_exactly(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_exactly(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load converted tensors into ``model`` and tie its weights as its config says."""
     # strict=True: a missing or extra tensor means the mapping is wrong; never return a half-converted model.
     model.load_state_dict({k: v.contiguous().clone() for k, v in state.items()}, strict=True)
     model.tie_weights()
@@ -157,8 +152,9 @@ def convert_gpt2_to_scratchgpt(gpt2_model: GPT2LMHeadModel) -> ScratchGPTForCaus
     """A ``ScratchGPTForCausalLM`` computing exactly what ``gpt2_model`` computes (same dtype, on CPU)."""
     config = scratchgpt_config_from_gpt2(gpt2_model.config)
     model = ScratchGPTForCausalLM(config).to(gpt2_model.dtype)
-    state = {k: v.detach().cpu() for k, v in gpt2_model.state_dict().items()}
-    _load_exactly(model, _state_dict_from_gpt2(state, config.num_hidden_layers, config.tie_word_embeddings))
+    tensors = cpu_state_dict(gpt2_model)
+    layers, tied = config.num_hidden_layers, config.tie_word_embeddings
+    load_exactly(model, _converted_state_dict(tensors, layers, tied, to_gpt2=False))
     model.generation_config = gpt2_model.generation_config
     return model.eval()
 
@@ -167,11 +163,11 @@ def convert_scratchgpt_to_gpt2(model: ScratchGPTForCausalLM) -> GPT2LMHeadModel:
     """A ``transformers.GPT2LMHeadModel`` computing exactly what a GPT-2-recipe ScratchGPT computes."""
     config = gpt2_config_from_scratchgpt(model.config)
     gpt2 = GPT2LMHeadModel(config).to(model.dtype)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    converted = _state_dict_to_gpt2(state, config.n_layer, config.tie_word_embeddings)
+    tensors = cpu_state_dict(model)
+    converted = _converted_state_dict(tensors, config.n_layer, config.tie_word_embeddings, to_gpt2=True)
     # GPT-2 also registers non-learned buffers (causal mask templates); keep the freshly built ones.
     converted.update({k: v for k, v in gpt2.state_dict().items() if k not in converted})
-    _load_exactly(gpt2, converted)
+    load_exactly(gpt2, converted)
     gpt2.generation_config = model.generation_config
     return gpt2.eval()
 

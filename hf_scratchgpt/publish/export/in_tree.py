@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from ...model.configuration_scratchgpt import ScratchGPTConfig
-from ...model.conversion import convert_scratchgpt_to_gpt2
+from ...model.conversion import convert_scratchgpt_to_gpt2, cpu_state_dict, load_exactly, same_named_settings
 from ...model.modeling_scratchgpt import ScratchGPTForCausalLM
 
 # The recipes that do have an exact in-tree match, for the refusal message.
@@ -112,7 +112,7 @@ def rotary_config(config: ScratchGPTConfig, model_type: str) -> Qwen3Config | Ll
     """The Qwen3/Llama config with the shapes, epsilon, RoPE theta and token ids of a modern-recipe ``config``."""
     config_class, _ = _ROTARY_CLASSES[model_type]
     settings = dict(
-        vocab_size=config.vocab_size,
+        **same_named_settings(config),
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_hidden_layers,
@@ -125,11 +125,6 @@ def rotary_config(config: ScratchGPTConfig, model_type: str) -> Qwen3Config | Ll
         rope_parameters={"rope_type": "default", "rope_theta": float(config.rope_theta)},
         attention_bias=config.bias,
         attention_dropout=config.attention_dropout,
-        initializer_range=config.initializer_range,
-        tie_word_embeddings=config.tie_word_embeddings,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
     )
     if model_type == "llama":
         settings["mlp_bias"] = config.bias
@@ -167,10 +162,7 @@ def to_in_tree_model(model: ScratchGPTForCausalLM) -> PreTrainedModel:
         return convert_scratchgpt_to_gpt2(model)
     _, model_class = _ROTARY_CLASSES[model_type]
     target = model_class(rotary_config(model.config, model_type)).to(model.dtype)
-    state = rotary_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    # strict: a tensor left over or missing means the layouts differ; never return a half-converted model.
-    target.load_state_dict({k: v.contiguous().clone() for k, v in state.items()}, strict=True)
-    target.tie_weights()
+    load_exactly(target, rotary_state_dict(cpu_state_dict(model)))
     target.generation_config = GenerationConfig.from_dict(model.generation_config.to_dict())
     return target.eval()
 
