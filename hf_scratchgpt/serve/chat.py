@@ -175,6 +175,34 @@ def generation_kwargs(
     )
 
 
+def continue_text(
+    model: PreTrainedModel, tokenizer: Any, prompt: str, max_new_tokens: int, **sampling: Any
+) -> str:
+    """``prompt`` and the model's continuation of it, decoded without special tokens: the one way a plain
+    text prompt is continued (training's samples, the sample stage). At most ``max_new_tokens`` new tokens,
+    and never past the context (a learned-position model cannot see past its last position); an empty
+    prompt starts from the end-of-text token. ``sampling``: ``generate()``'s settings (``do_sample``,
+    ``temperature``, ``top_k``, ...).
+
+    Raises:
+        ValueError: the prompt fills the context, leaving no room to generate; the message gives both lengths.
+    """
+    inputs = tokenizer(prompt or tokenizer.eos_token, return_tensors="pt").to(model.device)
+    length, context = inputs["input_ids"].shape[1], model.config.max_position_embeddings
+    if length >= context:
+        raise ValueError(
+            f"The prompt {prompt[:40]!r} is {length} tokens, filling the model's context of {context} tokens: "
+            "no room to generate. Shorten it."
+        )
+    output = model.generate(
+        **inputs,
+        **sampling,
+        max_new_tokens=min(max_new_tokens, context - length),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer.decode(output[0], skip_special_tokens=True)
+
+
 def generate_reply(
     model: PreTrainedModel,
     tokenizer: Any,
@@ -278,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
 __all__ = [
     "add_arguments",
     "add_model_arguments",
+    "continue_text",
     "fit_to_context",
     "generate_reply",
     "generation_kwargs",

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TRAINING_TEXT, tiny_config
+from conftest import TRAINING_TEXT, tiny_config, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.cli import main as scratchgpt
-from hf_scratchgpt.serve.chat import fit_to_context, generate_reply, load_chat_model, resolve_device
+from hf_scratchgpt.serve.chat import (
+    continue_text,
+    fit_to_context,
+    generate_reply,
+    load_chat_model,
+    resolve_device,
+)
 from training import sft
 
 ANSWERS = {"Name a colour.": "Blue.", "Say hello.": "Hello!", "What is two plus two?": "Four."}
@@ -86,6 +92,26 @@ def test_a_reply_stops_at_the_end_of_its_turn(chat_model):
     # Plain generate / pipeline users get the same stop from the saved generation config.
     new = model.generate(**prompt, max_new_tokens=30, do_sample=False)[0, prompt["input_ids"].shape[1] :]
     assert tokenizer.decode(new) == "Hello!<|im_end|>"
+
+
+def test_a_text_prompt_is_continued_within_the_context(tokenizer):
+    model = tiny_model()  # a 64-token context
+    prompt = "Once upon a time"
+    ids = tokenizer(prompt, return_tensors="pt")
+    expected = model.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    text = continue_text(model, tokenizer, prompt, 8, do_sample=False)
+    assert text == tokenizer.decode(expected[0], skip_special_tokens=True) and text.startswith(prompt)
+    # Asked for more than the context holds: stops at the context's last position.
+    long_prompt = TRAINING_TEXT[1]
+    assert 40 < len(tokenizer(long_prompt)["input_ids"]) < 64
+    generated = []
+    model.generate = lambda **kwargs: generated.append(kwargs["max_new_tokens"]) or kwargs["input_ids"]
+    continue_text(model, tokenizer, long_prompt, 500, do_sample=False)
+    assert generated == [64 - len(tokenizer(long_prompt)["input_ids"])]
+    del model.generate
+    assert continue_text(model, tokenizer, "", 4, do_sample=False)  # an empty prompt starts at end-of-text
+    with pytest.raises(ValueError, match="context of 64 tokens"):
+        continue_text(model, tokenizer, long_prompt * 2, 4)
 
 
 def test_the_conversation_is_cut_to_the_context_window(chat_model):
