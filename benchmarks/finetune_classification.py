@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from hf_scratchgpt.benchmarking import write_result
 from hf_scratchgpt.train.hardware import describe_machine, machine_summary
 
 HERE = Path(__file__).resolve().parent
@@ -112,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     result = {task: {**run_task(task, args, overrides), **context} for task in args.tasks.split(",")}
     # Each task's record stands alone, so tasks run at different times (or step budgets) sit side by side.
-    results_file = HERE / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    results["finetune_classification"] = {**results.get("finetune_classification", {}), **result}
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("finetune_classification", result, HERE / "results.json", merge=True)
     print(json.dumps(result, indent=2))
     return result
 

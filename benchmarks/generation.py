@@ -30,8 +30,7 @@ from typing import Any
 
 import torch
 
-from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM
-from hf_scratchgpt.benchmarking import machine_record, time_rounds, write_result
+from hf_scratchgpt.benchmarking import machine_record, seeded_gpt2_model, time_rounds, write_result
 from hf_scratchgpt.model.conversion import convert_scratchgpt_to_gpt2
 from hf_scratchgpt.model.fast_generation import fast_generation_kwargs
 from hf_scratchgpt.publish.markdown import markdown_table
@@ -49,16 +48,7 @@ PROMPT_TOKENS = 16
 
 def build_models(shapes: dict[str, int], device: str) -> dict[str, torch.nn.Module]:
     """ScratchGPT (GPT-2 recipe, seeded) and GPT2LMHeadModel holding the same weights, in eval mode."""
-    torch.manual_seed(0)
-    config = ScratchGPTConfig.from_preset(
-        "tiny",
-        vocab_size=shapes["vocab"],
-        hidden_size=shapes["width"],
-        num_hidden_layers=shapes["layers"],
-        num_attention_heads=shapes["heads"],
-        max_position_embeddings=shapes["context"],
-    )
-    ours = ScratchGPTForCausalLM(config).eval()
+    ours = seeded_gpt2_model(shapes).eval()
     return {"ours": ours.to(device), "hf_gpt2": convert_scratchgpt_to_gpt2(ours).to(device)}
 
 

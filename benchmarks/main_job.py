@@ -32,7 +32,7 @@ import torch
 from transformers import AutoConfig, DataCollatorForLanguageModeling, set_seed
 
 from hf_scratchgpt import ScratchGPTForCausalLM
-from hf_scratchgpt.benchmarking import machine_record, write_result
+from hf_scratchgpt.benchmarking import QUIET_TRAINING_ARGS, machine_record, write_result
 from hf_scratchgpt.data import score_blocks, token_byte_lengths, tokenize_and_pack
 from hf_scratchgpt.train.pretraining import DataArguments, ModelArguments, load_splits, load_tokenizer
 from hf_scratchgpt.train.trainer import decay_parameter_names
@@ -106,6 +106,49 @@ def plain_loop(
     return steps
 
 
+def run_ours(argv: list[str], data: str, budget: float, work: Path) -> dict[str, Any]:
+    """training/pretrain.py as the main job's pretrain stage runs it, on ``data`` within ``budget`` minutes;
+    its metrics. ``argv``'s other options go to it unchanged."""
+    pretrain = runpy.run_path(str(REPO / "training" / "pretrain.py"))["main"]
+    return pretrain(
+        [
+            "--config",
+            str(REPO / "training" / "configs" / "tiny.yaml"),
+            "--data",
+            data,
+            "--txt_mode",
+            "line",
+            "--split_mode",
+            "tail",
+            "--seed",
+            str(SEED),
+            "--tokenizer_name_or_path",
+            str(work / "tokenizer"),
+            "--output_dir",
+            str(work / "ours"),
+            *QUIET_TRAINING_ARGS,
+            "--time_budget",
+            str(budget),
+            *without(argv, "--time_budget", "--data", "--tokenizer_vocab_size"),
+        ]
+    )
+
+
+def run_plain_loop(ours: dict[str, Any], splits: Any, tokenizer: Any, work: Path) -> dict[str, Any]:
+    """The reference: ours' model (fresh weights), blocks, learning rate and precision in `plain_loop` for as
+    long as ours took in all; its steps, validation score (`score_blocks`) and device."""
+    set_seed(SEED)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = ScratchGPTForCausalLM(AutoConfig.from_pretrained(work / "ours")).to(device)
+    train = tokenize_and_pack(splits["train"], tokenizer, ours["block_size"])
+    validation = tokenize_and_pack(splits["validation"], tokenizer, ours["block_size"])
+    learning_rate = (ours["budget"]["size"] or {}).get("learning_rate") or 2e-3
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    steps = plain_loop(model, train, collator, ours["script_seconds"], learning_rate, 16, ours["precision"])
+    score = score_blocks(model, validation, token_byte_lengths(tokenizer), 32)
+    return {"steps": steps, "score": score, "device": device.type}
+
+
 def main(
     argv: list[str], results_file: Path = RESULTS, work: Path = REPO / "outputs" / "benchmark_main_job"
 ) -> dict[str, Any]:
@@ -117,56 +160,9 @@ def main(
     tokenizer = load_tokenizer(ModelArguments(tokenizer_vocab_size=vocab), splits["train"])
     tokenizer.save_pretrained(work / "tokenizer")
 
-    # Ours: the main job's pretrain stage.
-    extra = without(argv, "--time_budget", "--data", "--tokenizer_vocab_size")
-    pretrain = runpy.run_path(str(REPO / "training" / "pretrain.py"))["main"]
-    ours = pretrain(
-        [
-            "--config",
-            str(REPO / "training" / "configs" / "tiny.yaml"),
-            "--data",
-            data_args.data,
-            "--txt_mode",
-            "line",
-            "--split_mode",
-            "tail",
-            "--seed",
-            str(SEED),
-            "--tokenizer_name_or_path",
-            str(work / "tokenizer"),
-            "--output_dir",
-            str(work / "ours"),
-            "--overwrite_output_dir",
-            "true",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "true",
-            "--time_budget",
-            str(budget),
-            *extra,
-        ]
-    )
-
-    # The reference: the same model, data and settings in a plain loop, for as long as ours took in all.
-    set_seed(SEED)
-    config = AutoConfig.from_pretrained(work / "ours")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = ScratchGPTForCausalLM(config).to(device)
-    train = tokenize_and_pack(splits["train"], tokenizer, ours["block_size"])
-    validation = tokenize_and_pack(splits["validation"], tokenizer, ours["block_size"])
-    learning_rate = (ours["budget"]["size"] or {}).get("learning_rate") or 2e-3
-    steps = plain_loop(
-        model,
-        train,
-        DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        ours["script_seconds"],
-        learning_rate,
-        16,
-        ours["precision"],
-    )
-    reference = score_blocks(model, validation, token_byte_lengths(tokenizer), 32)
-
+    ours = run_ours(argv, data_args.data, budget, work)
+    plain = run_plain_loop(ours, splits, tokenizer, work)
+    reference = plain["score"]
     result = {
         "corpus": data_args.data if data_args.data != str(CORPUS) else str(CORPUS.relative_to(REPO.parent)),
         "time_budget_minutes": budget,
@@ -185,13 +181,13 @@ def main(
         "plain_loop": {
             "val_bits_per_byte": round(reference["bits_per_byte"], 4),
             "val_loss": round(reference["loss"], 4),
-            "train_steps": steps,
+            "train_steps": plain["steps"],
             "train_seconds": round(ours["script_seconds"], 1),
         },
         "bits_per_byte_ours_to_plain_loop": round(ours["eval_bits_per_byte"] / reference["bits_per_byte"], 4),
         "options": argv,
         "device": ours["device"],
-        "machine": machine_record(device.type),
+        "machine": machine_record(plain["device"]),
         "load_average_before": round(load_before, 2),
     }
     write_result("main_job", result, results_file)

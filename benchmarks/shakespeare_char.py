@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from hf_scratchgpt.benchmarking import benchmark_clock, machine_record, write_result
+from hf_scratchgpt.benchmarking import QUIET_TRAINING_ARGS, benchmark_clock, machine_record, write_result
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -89,12 +89,7 @@ def run_recipe(config: Path, output_dir: Path, argv: list[str]) -> dict[str, Any
             str(config),
             "--output_dir",
             str(output_dir),
-            "--overwrite_output_dir",
-            "true",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "true",
+            *QUIET_TRAINING_ARGS,
             "--save_strategy",
             "no",
             "--eval_steps",

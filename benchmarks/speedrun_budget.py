@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from hf_scratchgpt.benchmarking import write_result
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RUN_DIR = REPO / "outputs" / "benchmark_speedrun"
@@ -70,9 +72,7 @@ def main(argv: list[str], results_file: Path = HERE / "results.json", run_dir: P
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "date": time.strftime("%Y-%m-%d"),
     }
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    results.setdefault("speedrun_budget", {})[f"{name} / {pretrain['precision']}"] = result
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    write_result("speedrun_budget", {f"{name} / {pretrain['precision']}": result}, results_file, merge=True)
     print(json.dumps(result, indent=2))
     return result
 

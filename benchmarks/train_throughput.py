@@ -39,11 +39,11 @@ from datasets import Dataset
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM
 from hf_scratchgpt.benchmarking import (
     benchmark_clock,
     machine_record,
     median_ratio,
+    seeded_gpt2_model,
     synchronize,
     time_rounds,
     write_result,
@@ -153,17 +153,7 @@ class NanoGPT(nn.Module):
 def build_model(name: str, shapes: dict[str, int], device: str) -> nn.Module:
     """One of MODELS (or ABLATIONS) at ``shapes``, in training mode. All start from the same weights (ScratchGPT's
     seeded GPT-2 init, converted), so with the same batches their loss curves compare step by step."""
-    torch.manual_seed(0)
-    ours = ScratchGPTForCausalLM(
-        ScratchGPTConfig.from_preset(
-            "tiny",
-            vocab_size=shapes["vocab"],
-            hidden_size=shapes["width"],
-            num_hidden_layers=shapes["layers"],
-            num_attention_heads=shapes["heads"],
-            max_position_embeddings=shapes["context"],
-        )
-    )
+    ours = seeded_gpt2_model(shapes)
     if name.startswith("nanogpt"):
         model = NanoGPT(*(shapes[k] for k in ("vocab", "width", "layers", "heads", "context")))
         model.load_state_dict(nanogpt_weights(ours.state_dict(), shapes["layers"]))

@@ -26,7 +26,12 @@ from typing import Any
 import torch
 import transformers
 
+from .model.configuration_scratchgpt import ScratchGPTConfig
+from .model.modeling_scratchgpt import ScratchGPTForCausalLM
 from .train.hardware import describe_machine, machine_summary
+
+# What every benchmark passes to a training script it runs: a fresh output folder, no trackers, no progress bars.
+QUIET_TRAINING_ARGS = ("--overwrite_output_dir", "true", "--report_to", "none", "--disable_tqdm", "true")
 
 
 def benchmark_clock(device: str = "cpu") -> tuple[str, Callable[[], float]]:
@@ -98,21 +103,39 @@ def machine_record(device: str = "cpu") -> dict[str, Any]:
     }
 
 
-def write_result(key: str, result: dict[str, Any], results_file: Path) -> None:
-    """Store ``result`` under ``key`` in the JSON results file, keeping every other key.
+def seeded_gpt2_model(shapes: dict[str, int], seed: int = 0) -> ScratchGPTForCausalLM:
+    """ScratchGPT in the GPT-2 recipe at a benchmark's ``shapes`` (``vocab``, ``width``, ``layers``, ``heads``,
+    ``context``), from ``seed``: every contender of a comparison starts from these weights (converted)."""
+    torch.manual_seed(seed)
+    config = ScratchGPTConfig.from_preset(
+        "tiny",
+        vocab_size=shapes["vocab"],
+        hidden_size=shapes["width"],
+        num_hidden_layers=shapes["layers"],
+        num_attention_heads=shapes["heads"],
+        max_position_embeddings=shapes["context"],
+    )
+    return ScratchGPTForCausalLM(config)
+
+
+def write_result(key: str, result: dict[str, Any], results_file: Path, merge: bool = False) -> None:
+    """Store ``result`` under ``key`` in the JSON results file, keeping every other key; with ``merge``, add
+    ``result``'s entries to those already under ``key`` (one per task or setting, measured at different times).
 
     The file is read right before it is written: other benchmarks, possibly running at the same time, own the
     other keys.
     """
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    results[key] = result
+    results[key] = {**results.get(key, {}), **result} if merge else result
     results_file.write_text(json.dumps(results, indent=2) + "\n")
 
 
 __all__ = [
+    "QUIET_TRAINING_ARGS",
     "benchmark_clock",
     "machine_record",
     "median_ratio",
+    "seeded_gpt2_model",
     "synchronize",
     "time_rounds",
     "Timings",
