@@ -2,7 +2,8 @@
 
 Read it top to bottom like nanoGPT's ``model.py``: small building blocks first, then the transformer
 backbone (``ScratchGPTModel``), the language-model loss computed a chunk of tokens at a time, then the heads
-that sit on top of the backbone (causal LM, sequence classification, token classification, question answering).
+that sit on top of the backbone: the causal LM, and transformers' generic sequence classification, token
+classification and question answering heads.
 
 Everything that is *not* the model itself is delegated to ``transformers`` so the model plugs into the
 whole ecosystem: the attention kernel is picked through the attention interface (eager / sdpa / flash /
@@ -709,16 +710,17 @@ class ScratchGPTForCausalLM(ScratchGPTPreTrainedModel, GenerationMixin):
         return generation_config
 
 
-# The other heads are transformers' own, as in its Llama and GPT-J: each builds the backbone with
-# `AutoModel.from_config` under the attribute `base_model_prefix` names, which keeps GPT-2's `transformer` (and so
-# the weight names of every saved checkpoint).
+# The task heads are transformers' generic ones, as in its Llama and GPT-J. Each builds the backbone with
+# `AutoModel.from_config` and keeps it under `base_model_prefix`: `transformer` here (the generic heads say `model`),
+# so the weight names of every saved checkpoint stay what they were.
 
 
 class ScratchGPTForSequenceClassification(GenericForSequenceClassification, ScratchGPTPreTrainedModel):
     """Classifies a whole sequence from the ``score`` of its last token that is not ``config.pad_token_id``.
 
     A causal model's last token is the only one that has seen the whole input, so it plays the role BERT's [CLS]
-    plays; left or right padding finds the same token. ``score`` is a name PEFT saves alongside LoRA adapters.
+    plays; left or right padding finds the same token (a batch of several rows needs ``config.pad_token_id``).
+    ``score`` is a name PEFT saves alongside LoRA adapters.
     """
 
     base_model_prefix = "transformer"
