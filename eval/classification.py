@@ -27,18 +27,16 @@ from transformers import AutoModelForSequenceClassification
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
 from hf_scratchgpt.evaluation.classification import (
     DEFAULT_PROMPT,
-    baseline_accuracies,
     classifier_predictions,
     load_labelled_test_split,
     prompted_predictions,
-    scores,
-    side_by_side_table,
+    shots_method,
     trained_max_length,
+    write_side_by_side,
 )
 from hf_scratchgpt.evaluation.harness import load_lm, load_model
 from hf_scratchgpt.finetune.classifier_tuning import LabelledDataArguments
-from hf_scratchgpt.train.arguments import parse_args, run_script
-from hf_scratchgpt.train.stage_files import write_json, write_metrics
+from hf_scratchgpt.train.arguments import InvalidArgumentsError, ValidatedArguments, parse_args, run_script
 
 
 @dataclass
@@ -49,7 +47,7 @@ class DataArguments(LabelledDataArguments):
 
 
 @dataclass
-class ClassificationEvalArguments:
+class ClassificationEvalArguments(ValidatedArguments):
     output_dir: str = field(metadata={"help": "Where results.json, results.md and metrics.json go."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Causal LM to prompt."})
     classifier_path: str | None = field(default=None, metadata={"help": "Fine-tuned classifier folder."})
@@ -68,6 +66,13 @@ class ClassificationEvalArguments:
     trust_remote_code: bool = False
     seed: int = 1234
 
+    def __post_init__(self) -> None:
+        if not self.model_name_or_path and not self.classifier_path:
+            raise InvalidArgumentsError(
+                "Nothing to evaluate: pass --model_name_or_path (prompting) and/or --classifier_path."
+            )
+        super().__post_init__()
+
     def words_for(self, label_names: list[str]) -> list[str]:
         """The word the prompted model answers with for each class: ``--label_words``, else the class names."""
         if not self.label_words:
@@ -82,11 +87,6 @@ class ClassificationEvalArguments:
 
 def main(argv: list[str] | None = None) -> dict:
     data_args, args = parse_args((DataArguments, ClassificationEvalArguments), argv)
-    if not args.model_name_or_path and not args.classifier_path:
-        raise ValueError(
-            "Nothing to evaluate: pass --model_name_or_path (prompting) and/or --classifier_path."
-        )
-
     train, test, label_names = load_labelled_test_split(data_args)
     if data_args.max_test_samples is not None:
         test = test.select(range(min(data_args.max_test_samples, len(test))))
@@ -100,19 +100,18 @@ def main(argv: list[str] | None = None) -> dict:
             device=args.device,
             trust_remote_code=args.trust_remote_code,
         )
-        shots = [int(k) for k in args.num_fewshot.split(",")]
         by_shots = prompted_predictions(
             lm,
             test,
             train,
             label_words,
-            shots,
+            [int(k) for k in args.num_fewshot.split(",")],
             template=args.prompt_template,
             description=args.description,
             apply_chat_template=args.apply_chat_template,
             seed=args.seed,
         )
-        predictions.update({("zero-shot" if k == 0 else f"{k}-shot"): p for k, p in by_shots.items()})
+        predictions |= {shots_method(k): predicted for k, predicted in by_shots.items()}
     if args.classifier_path:
         classifier, tokenizer = load_model(
             args.classifier_path,
@@ -125,26 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
             classifier, tokenizer, test["text"], label_names, args.batch_size, max_length
         )
 
-    methods = {
-        method: scores(predicted, test["label"], label_names) for method, predicted in predictions.items()
-    }
-    baselines = baseline_accuracies(train["label"], test["label"], len(label_names))
-    output = Path(args.output_dir)
-    results = {
-        "label_names": label_names,
-        "label_words": label_words,
-        "prompt_template": args.prompt_template,
-        "methods": {method: {**methods[method], "predictions": predictions[method]} for method in methods},
-        "baselines": baselines,
-    }
-    write_json(output / "results.json", results)
-    table = side_by_side_table(methods, baselines)
-    (output / "results.md").write_text(table)
-    print(table)
-
-    flat = {f"{method}/{key}": value for method, scores in methods.items() for key, value in scores.items()}
-    metrics = {key: value for key, value in flat.items() if not isinstance(value, list)}
-    write_metrics(output, metrics)
+    about = {"label_words": label_words, "prompt_template": args.prompt_template}
+    metrics = write_side_by_side(args.output_dir, predictions, train, test, label_names, **about)
+    print((Path(args.output_dir) / "results.md").read_text())
     return metrics
 
 

@@ -31,7 +31,7 @@ from ..finetune.classification import (
 )
 from ..finetune.classifier_tuning import LabelledDataArguments, build_labelled_splits
 from ..publish.markdown import markdown_table
-from ..train.stage_files import METRICS_FILE
+from ..train.stage_files import METRICS_FILE, write_json, write_metrics
 from .harness import LocalTask, evaluate_tasks
 
 DEFAULT_PROMPT = "Text: {text}\nLabel:"
@@ -183,3 +183,38 @@ def baseline_accuracies(
         "majority class (baseline)": majority_class_accuracy(train_labels, test_labels),
         "random guess (baseline)": 1 / n_classes,
     }
+
+
+def shots_method(shots: int) -> str:
+    """How results name prompting with ``shots`` solved examples: ``zero-shot``, ``4-shot``."""
+    return "zero-shot" if shots == 0 else f"{shots}-shot"
+
+
+def write_side_by_side(
+    output_dir: str | Path,
+    predictions: dict[str, list[int]],
+    train: Dataset,
+    test: Dataset,
+    label_names: list[str],
+    **about: Any,
+) -> dict[str, Any]:
+    """Score every method's ``predictions`` of ``test`` and write OUTPUT_DIR/results.json (per method its
+    `scores` and predictions, the `baseline_accuracies`, the class names and ``about``, e.g. the prompt),
+    results.md (`side_by_side_table`) and, last, metrics.json; returns those flat ``method/metric`` metrics."""
+    methods = {
+        method: scores(predicted, test["label"], label_names) for method, predicted in predictions.items()
+    }
+    baselines = baseline_accuracies(train["label"], test["label"], len(label_names))
+    results = {
+        "label_names": label_names,
+        **about,
+        "methods": {method: {**methods[method], "predictions": predictions[method]} for method in methods},
+        "baselines": baselines,
+    }
+    output = Path(output_dir)
+    write_json(output / "results.json", results)
+    (output / "results.md").write_text(side_by_side_table(methods, baselines))
+    flat = {f"{method}/{key}": value for method, scored in methods.items() for key, value in scored.items()}
+    metrics = {key: value for key, value in flat.items() if not isinstance(value, list)}
+    write_metrics(output, metrics)
+    return metrics

@@ -21,6 +21,7 @@ from hf_scratchgpt.evaluation.classification import (
     trained_max_length,
 )
 from hf_scratchgpt.finetune.classifier_tuning import LabelledDataArguments
+from hf_scratchgpt.train.arguments import InvalidArgumentsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -139,3 +140,9 @@ def test_script_side_by_side(tmp_path, tokenizer, sms_file):
         and "| 2-shot |" in table
         and f"| majority class (baseline) | {ham_share:.4f} |" in table
     )
+
+
+def test_script_refuses_to_run_with_no_model_to_evaluate(tmp_path, sms_file):
+    with pytest.raises(InvalidArgumentsError, match="Nothing to evaluate: pass --model_name_or_path"):
+        classification_script.main(["--train_file", str(sms_file), "--output_dir", str(tmp_path)])
+    assert not any(tmp_path.iterdir())  # refused before loading or writing anything
