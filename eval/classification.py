@@ -34,7 +34,7 @@ from hf_scratchgpt.evaluation.classification import (
     trained_max_length,
     write_side_by_side,
 )
-from hf_scratchgpt.evaluation.harness import load_lm, load_model
+from hf_scratchgpt.evaluation.harness import PromptingArguments, load_lm, load_model
 from hf_scratchgpt.finetune.classifier_tuning import LabelledDataArguments
 from hf_scratchgpt.train.arguments import InvalidArgumentsError, ValidatedArguments, parse_args, run_script
 
@@ -58,13 +58,7 @@ class ClassificationEvalArguments(ValidatedArguments):
     label_words: str | None = field(default=None, metadata={"help": "Word per class, in class order."})
     prompt_template: str = field(default=DEFAULT_PROMPT, metadata={"help": "Prompt with {text}."})
     description: str = field(default="", metadata={"help": "Instruction line before the examples."})
-    apply_chat_template: bool = field(
-        default=False, metadata={"help": "Prompt an instruction model through its chat template."}
-    )
     batch_size: int = 8
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
-    trust_remote_code: bool = False
-    seed: int = 1234
 
     def __post_init__(self) -> None:
         if not self.model_name_or_path and not self.classifier_path:
@@ -86,7 +80,9 @@ class ClassificationEvalArguments(ValidatedArguments):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, args = parse_args((DataArguments, ClassificationEvalArguments), argv)
+    data_args, args, prompting = parse_args(
+        (DataArguments, ClassificationEvalArguments, PromptingArguments), argv
+    )
     train, test, label_names = load_labelled_test_split(data_args)
     if data_args.max_test_samples is not None:
         test = test.select(range(min(data_args.max_test_samples, len(test))))
@@ -97,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         lm = load_lm(
             args.model_name_or_path,
             batch_size=args.batch_size,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
+            device=prompting.device,
+            trust_remote_code=prompting.trust_remote_code,
         )
         by_shots = prompted_predictions(
             lm,
@@ -108,16 +104,16 @@ def main(argv: list[str] | None = None) -> dict:
             [int(k) for k in args.num_fewshot.split(",")],
             template=args.prompt_template,
             description=args.description,
-            apply_chat_template=args.apply_chat_template,
-            seed=args.seed,
+            apply_chat_template=prompting.apply_chat_template,
+            seed=prompting.seed,
         )
         predictions |= {shots_method(k): predicted for k, predicted in by_shots.items()}
     if args.classifier_path:
         classifier, tokenizer = load_model(
             args.classifier_path,
             AutoModelForSequenceClassification,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
+            device=prompting.device,
+            trust_remote_code=prompting.trust_remote_code,
         )
         max_length = args.max_seq_length or trained_max_length(args.classifier_path)
         predictions["fine-tuned"] = classifier_predictions(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.evaluation.harness import load_model
+from hf_scratchgpt.evaluation.harness import ModelLoadingArguments, load_model
 from hf_scratchgpt.evaluation.instruction import (
     generate_answers,
     load_held_out_instructions,
@@ -52,8 +52,6 @@ class InstructionEvalArguments:
     seed: int = field(default=42, metadata={"help": "The SFT stage's seed (its held-out rows)."})
     limit: int | None = field(default=None, metadata={"help": "Answer only the first N held-out items."})
     max_new_tokens: int = 128
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
-    trust_remote_code: bool = False
     judge_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A local chat model as judge."}
     )
@@ -62,7 +60,7 @@ class InstructionEvalArguments:
     judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env variable with the key."})
 
 
-def load_judge(args: InstructionEvalArguments):
+def load_judge(args: InstructionEvalArguments, trust_remote_code: bool = False):
     if args.judge_url and args.judge_model_name_or_path:
         raise ValueError(
             "Pass either --judge_url (with --judge_model) or --judge_model_name_or_path, not both."
@@ -72,7 +70,7 @@ def load_judge(args: InstructionEvalArguments):
             raise ValueError("--judge_url needs --judge_model (the model name the endpoint serves).")
         return OpenAIJudge(args.judge_url, args.judge_model, api_key_env=args.judge_api_key_env)
     if args.judge_model_name_or_path:
-        return LocalJudge(args.judge_model_name_or_path, trust_remote_code=args.trust_remote_code)
+        return LocalJudge(args.judge_model_name_or_path, trust_remote_code=trust_remote_code)
     logger.warning(
         "No judge given (--judge_model_name_or_path or --judge_url): ROUGE-L and exact match only."
     )
@@ -80,12 +78,14 @@ def load_judge(args: InstructionEvalArguments):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, args = parse_args((InstructionDataArguments, InstructionEvalArguments), argv)
-    judge = load_judge(args)
+    data_args, args, loading = parse_args(
+        (InstructionDataArguments, InstructionEvalArguments, ModelLoadingArguments), argv
+    )
+    judge = load_judge(args, loading.trust_remote_code)
 
     examples = load_held_out_instructions(data_args, seed=args.seed, limit=args.limit)
     model, tokenizer = load_model(
-        args.model_name_or_path, device=args.device, trust_remote_code=args.trust_remote_code
+        args.model_name_or_path, device=loading.device, trust_remote_code=loading.trust_remote_code
     )
     items = score_answers(generate_answers(model, tokenizer, examples, args.max_new_tokens))
     if judge is not None:

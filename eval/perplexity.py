@@ -21,7 +21,7 @@ from pathlib import Path
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
 from hf_scratchgpt.data import load_text_dataset
-from hf_scratchgpt.evaluation.harness import load_model
+from hf_scratchgpt.evaluation.harness import ModelLoadingArguments, load_model
 from hf_scratchgpt.evaluation.perplexity import perplexity
 from hf_scratchgpt.publish.markdown import metrics_table
 from hf_scratchgpt.train.arguments import parse_args, run_script
@@ -45,12 +45,10 @@ class PerplexityArguments:
     )
     stride: int | None = field(default=None, metadata={"help": "Tokens between windows (default: half)."})
     batch_size: int = 8
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if any)."})
-    trust_remote_code: bool = False
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = parse_args((PerplexityArguments,), argv)
+    args, loading = parse_args((PerplexityArguments, ModelLoadingArguments), argv)
 
     dataset = load_text_dataset(
         args.dataset,
@@ -62,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.max_documents is not None:
         dataset = dataset.select(range(min(args.max_documents, len(dataset))))
     model, tokenizer = load_model(
-        args.model_name_or_path, device=args.device, trust_remote_code=args.trust_remote_code
+        args.model_name_or_path, device=loading.device, trust_remote_code=loading.trust_remote_code
     )
     metrics = perplexity(
         model,

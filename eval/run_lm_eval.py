@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.evaluation.harness import evaluate_tasks, save_results
+from hf_scratchgpt.evaluation.harness import PromptingArguments, evaluate_tasks, save_results
 from hf_scratchgpt.train.arguments import parse_args, run_script
 from hf_scratchgpt.train.stage_files import write_metrics
 
@@ -40,22 +40,12 @@ class LmEvalArguments:
         default=None, metadata={"help": "Documents per task (count, or fraction < 1)."}
     )
     batch_size: str = field(default="1", metadata={"help": "An integer, or 'auto'."})
-    device: str | None = field(
-        default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if any)."}
-    )
     max_length: int | None = field(default=None, metadata={"help": "Context length (default: the model's)."})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Default: the model's."})
-    apply_chat_template: bool = field(
-        default=False, metadata={"help": "Prompt an instruction model through its chat template."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Load model code shipped with the model."}
-    )
-    seed: int = 1234
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = parse_args((LmEvalArguments,), argv)
+    args, prompting = parse_args((LmEvalArguments, PromptingArguments), argv)
 
     results = evaluate_tasks(
         args.model_name_or_path,
@@ -65,11 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
         num_fewshot=args.num_fewshot,
         limit=args.limit,
         batch_size=int(args.batch_size) if args.batch_size.isdigit() else args.batch_size,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
+        device=prompting.device,
+        trust_remote_code=prompting.trust_remote_code,
         max_length=args.max_length,
-        apply_chat_template=args.apply_chat_template,
-        seed=args.seed,
+        apply_chat_template=prompting.apply_chat_template,
+        seed=prompting.seed,
     )
     metrics = save_results(results, args.output_dir)
     print((Path(args.output_dir) / "results.md").read_text())

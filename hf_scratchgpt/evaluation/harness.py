@@ -29,6 +29,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..publish.markdown import format_number, markdown_table
+from ..train.arguments import ValidatedArguments
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -151,6 +152,29 @@ def write_task_yamls(tasks: list[LocalTask], directory: str | Path) -> None:
             **task.settings,
         }
         (Path(directory) / f"{task.name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@dataclass
+class ModelLoadingArguments(ValidatedArguments):
+    """How every evaluation script loads the model it scores (`load_model`, `load_lm`): the same flags."""
+
+    device: str | None = field(
+        default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if any)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Load model code shipped with the model (without this package)."}
+    )
+
+
+@dataclass
+class PromptingArguments(ModelLoadingArguments):
+    """`ModelLoadingArguments`, and how lm-eval prompts the model (`evaluate_tasks`): the same flags in
+    eval/run_lm_eval.py and eval/classification.py."""
+
+    apply_chat_template: bool = field(
+        default=False, metadata={"help": "Prompt an instruction model through its chat template."}
+    )
+    seed: int = field(default=1234, metadata={"help": "Seed of lm-eval's few-shot sampling."})
 
 
 def default_device() -> str:
