@@ -10,6 +10,7 @@ OUTPUT_DIR/samples.json ([{"prompt", "mode", "output"}]) and, last, metrics.json
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -41,6 +42,45 @@ class SampleArguments(ValidatedArguments):
     trust_remote_code: bool = field(default=False, metadata={"help": "Load without the package installed."})
 
 
+# Each prompt is continued twice: greedy with a mild repetition penalty, and sampled.
+DECODING_MODES = {
+    "greedy": {"do_sample": False, "repetition_penalty": 1.3},
+    "sampled": {"do_sample": True, "temperature": 0.8, "top_k": 40},
+}
+
+
+def continuations(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[dict]:
+    """``{"prompt", "mode", "output"}`` for each prompt and `DECODING_MODES` mode, within the model's context
+    (a prompt that fills it is skipped, with a notice)."""
+    context = model.config.max_position_embeddings
+    samples = []
+    for prompt in prompts:
+        inputs = tokenizer(prompt, return_tensors="pt")
+        room = context - inputs["input_ids"].shape[1]
+        if room <= 0:
+            print(f"skipping prompt {prompt!r}: it fills the model's context of {context} tokens")
+            continue
+        for mode, settings in DECODING_MODES.items():
+            output = model.generate(**inputs, **settings, max_new_tokens=min(max_new_tokens, room))
+            samples.append(
+                {
+                    "prompt": prompt,
+                    "mode": mode,
+                    "output": tokenizer.decode(output[0], skip_special_tokens=True),
+                }
+            )
+    return samples
+
+
+def decoding_tokens_per_second(model: Any, tokenizer: Any, prompt: str) -> float:
+    """Greedy decoding speed: batch of one, KV cache, as many tokens as the context allows (up to 128)."""
+    inputs = tokenizer(prompt, return_tensors="pt")
+    new_tokens = max(1, min(128, model.config.max_position_embeddings - inputs["input_ids"].shape[1]))
+    start = time.perf_counter()
+    output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    return (output.shape[1] - inputs["input_ids"].shape[1]) / (time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_args((SampleArguments,), argv)
     if not args.prompts:
@@ -52,49 +92,20 @@ def main(argv: list[str] | None = None) -> dict:
         args.prompts = corpus_prompts(row["text"] for row in splits["validation"])
     model = AutoModelForCausalLM.from_pretrained(
         args.model_name_or_path, trust_remote_code=args.trust_remote_code
-    )
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(
         args.model_name_or_path, trust_remote_code=args.trust_remote_code
     )
-    model.eval()
-    context = model.config.max_position_embeddings
-
-    samples = []
-    torch.manual_seed(args.seed)
-    for prompt in args.prompts:
-        inputs = tokenizer(prompt, return_tensors="pt")
-        room = context - inputs["input_ids"].shape[1]
-        if room <= 0:
-            print(f"skipping prompt {prompt!r}: it fills the model's context of {context} tokens")
-            continue
-        for mode, settings in (
-            ("greedy", {"do_sample": False, "repetition_penalty": 1.3}),
-            ("sampled", {"do_sample": True, "temperature": 0.8, "top_k": 40}),
-        ):
-            output = model.generate(**inputs, **settings, max_new_tokens=min(args.max_new_tokens, room))
-            samples.append(
-                {
-                    "prompt": prompt,
-                    "mode": mode,
-                    "output": tokenizer.decode(output[0], skip_special_tokens=True),
-                }
-            )
-
-    # Decoding speed: greedy, batch of one, KV cache, as many tokens as the context allows (up to 128).
-    inputs = tokenizer(args.prompts[0], return_tensors="pt")
-    new_tokens = max(1, min(128, context - inputs["input_ids"].shape[1]))
-    start = time.perf_counter()
-    output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    seconds = time.perf_counter() - start
-
+    torch.manual_seed(args.seed)  # the sampled continuations
+    samples = continuations(model, tokenizer, args.prompts, args.max_new_tokens)
     write_json(f"{args.output_dir}/samples.json", samples)
     metrics = {
         "model": args.model_name_or_path,
         "samples": len(samples),
         "seed": args.seed,
-        "generation_tokens_per_second": (output.shape[1] - inputs["input_ids"].shape[1]) / seconds,
+        "generation_tokens_per_second": decoding_tokens_per_second(model, tokenizer, args.prompts[0]),
     }
-    write_metrics(args.output_dir, metrics)
+    write_metrics(args.output_dir, metrics)  # last: the main job reads the stage as complete
     return metrics
 
 
