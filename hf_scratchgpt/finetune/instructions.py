@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,21 @@ def _drop_or_refuse_incomplete(
     )
 
 
+def _convert_complete_records(
+    dataset: Dataset,
+    layout: str,
+    convert: Callable[[dict[str, Any]], dict[str, Any]],
+    source: str,
+    skip: bool,
+    for_dpo: bool = False,
+) -> Dataset:
+    """Every record through ``convert`` (its columns replaced by what it returns), once the records that lack
+    a required field are refused or dropped (`_drop_or_refuse_incomplete`)."""
+    dataset = _drop_or_refuse_incomplete(dataset, layout, source, skip, for_dpo)
+    target = "prompt/chosen/rejected" if for_dpo else "messages"
+    return dataset.map(convert, remove_columns=dataset.column_names, desc=f"{layout} -> {target}")
+
+
 def to_messages(
     dataset: Dataset,
     system_prompt: str | None = None,
@@ -188,13 +204,8 @@ def to_messages(
     a `DataError`, or with ``skip_invalid_records`` left out (``len(dataset) - len(result)`` of them).
     """
     layout = detect_format(dataset.column_names)
-    dataset = _drop_or_refuse_incomplete(dataset, layout, source, skip_invalid_records)
-    return dataset.map(
-        _example_to_messages,
-        fn_kwargs={"layout": layout, "system_prompt": system_prompt},
-        remove_columns=dataset.column_names,
-        desc=f"{layout} -> messages",
-    )
+    convert = partial(_example_to_messages, layout=layout, system_prompt=system_prompt)
+    return _convert_complete_records(dataset, layout, convert, source, skip_invalid_records)
 
 
 def to_preference(
@@ -216,11 +227,9 @@ def to_preference(
             f"DPO needs preference data: columns 'chosen' and 'rejected' plus 'instruction' or 'prompt'; "
             f"{source} has {dataset.column_names}. The book's file is instruction-data-with-preference.json."
         )
-    dataset = _drop_or_refuse_incomplete(dataset, "preference", source, skip_invalid_records, for_dpo=True)
-    return dataset.map(
-        lambda ex: preference_to_dpo(ex, system_prompt),
-        remove_columns=dataset.column_names,
-        desc="preference -> prompt/chosen/rejected",
+    convert = partial(preference_to_dpo, system_prompt=system_prompt)
+    return _convert_complete_records(
+        dataset, "preference", convert, source, skip_invalid_records, for_dpo=True
     )
 
 
