@@ -141,12 +141,13 @@ REMOTE_SCRIPT = textwrap.dedent(
         settings = {"use_cache": False} if cache == "none" else {"cache_implementation": cache}
         gen = lm.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id, **settings)
         result[f"generate_{cache}_equal"] = gen.tolist() == ref["generated"]
-    base = AutoModel.from_pretrained(lm_dir, trust_remote_code=True)
-    result["base"] = type(base).__name__
-    result["base_diff"] = (base(ids).last_hidden_state - ref["hidden"]).abs().max().item()
+    # The task heads before AutoModel: each must find its backbone without AutoModel having loaded one.
     for auto in (AutoModelForTokenClassification, AutoModelForQuestionAnswering):
         head = auto.from_pretrained(lm_dir, trust_remote_code=True)
         result[auto.__name__] = type(head).__name__
+    base = AutoModel.from_pretrained(lm_dir, trust_remote_code=True)
+    result["base"] = type(base).__name__
+    result["base_diff"] = (base(ids).last_hidden_state - ref["hidden"]).abs().max().item()
     cls = AutoModelForSequenceClassification.from_pretrained(cls_dir, trust_remote_code=True)
     result["cls"] = type(cls).__name__
     result["cls_logits_diff"] = (cls(ids).logits - ref["cls_logits"]).abs().max().item()
