@@ -24,6 +24,7 @@ from typing import Any, Literal
 import datasets
 from datasets import Dataset, Features, IterableDataset, Value
 
+from ..model.tokenization_scratchgpt import ENDOFTEXT_TOKEN
 from .files import (
     FILE_BUILDERS,
     NO_DATA_SIGNS,
@@ -372,7 +373,7 @@ def load_text_dataset(
     split: str = "train",
     text_column: str = "text",
     txt_mode: TxtMode = "document",
-    separator: str = "<|endoftext|>",
+    separator: str = ENDOFTEXT_TOKEN,
     streaming: bool = False,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
