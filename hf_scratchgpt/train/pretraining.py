@@ -349,8 +349,7 @@ def check_block_size(block_size: int | None, context: int) -> int:
 def check_before_loading(
     model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
 ) -> None:
-    """Refuse what cannot work before anything is loaded: another run's work in ``--output_dir``
-    (`check_output_dir`), a ``--block_size`` longer than the model's context."""
+    """Refuse another run's work in ``--output_dir`` or a ``--block_size`` past the context, before loading."""
     check_output_dir(training_args)
     if data_args.block_size and (context := context_length(model_args)):
         check_block_size(data_args.block_size, context)
@@ -401,8 +400,7 @@ def load_pretraining_corpus(
 
 
 def evenly_spaced(blocks: Dataset, most: int | None) -> Dataset:
-    """At most ``most`` of ``blocks``, evenly spaced (all of them when ``most`` is None): the in-training
-    evaluations' subset, so a curve point costs a fixed amount however large the validation split."""
+    """At most ``most`` of ``blocks``, evenly spaced (all when None): the in-training evaluations' subset."""
     if not most or len(blocks) <= most:
         return blocks
     stride = len(blocks) / most
