@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..train.hardware import machine_summary
+from ..train.stage_files import METRICS_FILE, write_metrics
 from .card_sections import render_sections
 from .markdown import metrics_table
 from .plots import loss_curves, plot_loss_curves
@@ -121,7 +122,7 @@ def build_report(run_dir: str | Path) -> Path:
     pretrain = None
     for name, entry in record["stages"].items():
         stage_dir = Path(entry["output_dir"])
-        metrics = _read_json(stage_dir / "metrics.json")
+        metrics = _read_json(stage_dir / METRICS_FILE)
         if metrics is None:
             continue
         all_metrics[name] = metrics
@@ -140,7 +141,7 @@ def build_report(run_dir: str | Path) -> Path:
         samples = _read_json(stage_dir / "samples.json")
         if samples:
             sections.append((f"{name.replace('_', ' ').capitalize()}: samples", _samples_section(samples)))
-    (run_dir / "metrics.json").write_text(json.dumps(all_metrics, indent=2, default=str) + "\n")
+    write_metrics(run_dir, all_metrics)
     parts = ["# ScratchGPT main-job report\n", _run_section(record, pretrain) + "\n"]
     parts += [f"## {title}\n\n{markdown}\n" for title, markdown in sections]
     report = run_dir / "report.md"
