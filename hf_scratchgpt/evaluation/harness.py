@@ -28,7 +28,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..publish.markdown import format_number, markdown_table
+from ..publish.markdown import format_number, is_number, markdown_table
 from ..train.arguments import ValidatedArguments
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -306,10 +306,6 @@ class LmEvalScore(NamedTuple):
     stderr: float | None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def lm_eval_scores(results: dict[str, Any]) -> Iterator[LmEvalScore]:
     """Every score in lm-eval's ``results`` section (of `evaluate_tasks`' result or a saved results.json), with
     its standard error where lm-eval computed one. Keys are ``"metric,filter"`` (``"acc,none"``), the error
@@ -317,10 +313,10 @@ def lm_eval_scores(results: dict[str, Any]) -> Iterator[LmEvalScore]:
     for task, scores in results["results"].items():
         for key, value in scores.items():
             metric, comma, filter_name = key.partition(",")
-            if not comma or not _is_number(value) or metric.endswith("_stderr"):
+            if not comma or not is_number(value) or metric.endswith("_stderr"):
                 continue
             stderr = scores.get(f"{metric}_stderr,{filter_name}")
-            yield LmEvalScore(task, metric, filter_name, value, stderr if _is_number(stderr) else None)
+            yield LmEvalScore(task, metric, filter_name, value, stderr if is_number(stderr) else None)
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float | None]:
@@ -347,7 +343,7 @@ def results_table(results: dict[str, Any]) -> str:
                 metric if filter_name == "none" else f"{metric} ({filter_name})",
                 format_number(value),
                 "" if stderr is None else format_number(stderr),
-                format_number(guess) if _is_number(guess) else "",
+                format_number(guess) if is_number(guess) else "",
                 samples.get(task, {}).get("effective", ""),
             )
         )

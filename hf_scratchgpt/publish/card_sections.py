@@ -19,7 +19,7 @@ from typing import Any
 
 from ..evaluation.harness import results_table
 from ..train.stage_files import METRICS_FILE
-from .markdown import format_number, markdown_table
+from .markdown import format_number, is_number, markdown_table
 
 LM_EVAL_SOURCE = "lm-evaluation-harness"
 
@@ -148,14 +148,10 @@ def evaluation_sources(eval_results: Any) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def flat_scores(data: dict[str, Any]) -> dict[str, Any]:
     """The scores of a flat JSON: its numbers that are not bookkeeping; held-out ``test_*`` ones when present
     (a fine-tuning stage also reports its training and validation loss)."""
-    scores = {key: value for key, value in data.items() if _is_number(value) and not _NOT_A_SCORE.search(key)}
+    scores = {key: value for key, value in data.items() if is_number(value) and not _NOT_A_SCORE.search(key)}
     test = {key.removeprefix("test_"): value for key, value in scores.items() if key.startswith("test_")}
     return test or scores
 
@@ -171,7 +167,7 @@ def _fmt(value: Any, unit: str = "") -> str:
         text = ", ".join(str(v) for v in value)
     else:
         text = str(value)
-    if unit == "s" and _is_number(value) and value >= 120:
+    if unit == "s" and is_number(value) and value >= 120:
         return f"{text} s ({value / 60:.1f} min)"
     return f"{text} {unit}".rstrip()
 
@@ -263,7 +259,7 @@ def _evaluation_tables(eval_results: Any) -> list[str]:
             rows += [
                 (f"`{key}` (baseline)", _fmt(value))
                 for key, value in data.items()
-                if _is_number(value) and re.search("baseline|majority_class", key)
+                if is_number(value) and re.search("baseline|majority_class", key)
             ]
             if rows:
                 tables.append(f"**{name}**\n\n" + markdown_table(("metric", "value"), rows))

@@ -22,6 +22,11 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: 
     return "\n".join(lines)
 
 
+def is_number(value: Any) -> bool:
+    """A JSON number (an int or a float, not a bool): a score a table formats, where text is shown as is."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def format_number(value: float) -> str:
     """A score for a table: 4 significant digits, or a whole number with separators from 10,000 up (a large
     perplexity reads better as 23,457 than as 2.346e+04)."""
@@ -38,4 +43,4 @@ def metrics_table(metrics: dict[str, Any], keys: list[str] | None = None) -> str
     return markdown_table(("metric", "value"), rows)
 
 
-__all__ = ["format_number", "markdown_table", "metrics_table"]
+__all__ = ["format_number", "is_number", "markdown_table", "metrics_table"]
