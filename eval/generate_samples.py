@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hf_scratchgpt.serve.chat import continue_text
 from hf_scratchgpt.train.arguments import InvalidArgumentsError, ValidatedArguments, parse_args, run_script
 from hf_scratchgpt.train.pretraining import DataArguments, corpus_prompts, load_splits
 from hf_scratchgpt.train.stage_files import write_json, write_metrics
@@ -52,23 +53,14 @@ DECODING_MODES = {
 def continuations(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[dict]:
     """``{"prompt", "mode", "output"}`` for each prompt and `DECODING_MODES` mode, within the model's context
     (a prompt that fills it is skipped, with a notice)."""
-    context = model.config.max_position_embeddings
     samples = []
     for prompt in prompts:
-        inputs = tokenizer(prompt, return_tensors="pt")
-        room = context - inputs["input_ids"].shape[1]
-        if room <= 0:
-            print(f"skipping prompt {prompt!r}: it fills the model's context of {context} tokens")
-            continue
-        for mode, settings in DECODING_MODES.items():
-            output = model.generate(**inputs, **settings, max_new_tokens=min(max_new_tokens, room))
-            samples.append(
-                {
-                    "prompt": prompt,
-                    "mode": mode,
-                    "output": tokenizer.decode(output[0], skip_special_tokens=True),
-                }
-            )
+        try:
+            for mode, settings in DECODING_MODES.items():
+                output = continue_text(model, tokenizer, prompt, max_new_tokens, **settings)
+                samples.append({"prompt": prompt, "mode": mode, "output": output})
+        except ValueError as error:  # the prompt fills the context
+            print(f"skipping prompt: {error}")
     return samples
 
 

@@ -32,6 +32,7 @@ from transformers import TrainingArguments as HfTrainingArguments
 
 from ..compat import reset_accelerator_state
 from ..model.tokenizer_sync import align_model_and_tokenizer
+from ..serve.chat import continue_text
 from .arguments import ValidatedArguments
 from .checkpoints import (
     atomic_model_save,
@@ -310,17 +311,11 @@ class SampleGenerationCallback(TrainerCallback):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
             torch.manual_seed(self.seed)
             for prompt in self.prompts:
-                inputs = self.tokenizer(prompt or self.tokenizer.eos_token, return_tensors="pt").to(device)
-                # Stay inside the context: a learned-position model cannot see past its last position.
-                room = model.config.max_position_embeddings - inputs["input_ids"].shape[1]
-                max_new_tokens = min(self.max_new_tokens, room)
-                output = model.generate(
-                    **inputs,
-                    **self.generation_kwargs,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=self.tokenizer.pad_token_id,
+                texts.append(
+                    continue_text(
+                        model, self.tokenizer, prompt, self.max_new_tokens, **self.generation_kwargs
+                    )
                 )
-                texts.append(self.tokenizer.decode(output[0], skip_special_tokens=True))
         model.train(was_training)
         return texts
 
