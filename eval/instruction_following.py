@@ -34,7 +34,7 @@ from hf_scratchgpt.evaluation.instruction import (
     summary_table,
 )
 from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers
-from hf_scratchgpt.finetune.instructions import InstructionDataArguments
+from hf_scratchgpt.finetune.instruction_data import InstructionDataArguments
 from hf_scratchgpt.train.arguments import parse_args, run_script
 from hf_scratchgpt.train.stage_files import write_json, write_metrics
 

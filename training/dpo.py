@@ -19,6 +19,7 @@ LoRAModelConfig (trl.ModelConfig; all in hf_scratchgpt.finetune.instruction_tuni
 
 import time
 
+from hf_scratchgpt.finetune.instruction_data import to_preference
 from hf_scratchgpt.finetune.instruction_tuning import (
     DPOArguments,
     InstructionTuningDataArguments,
@@ -26,7 +27,6 @@ from hf_scratchgpt.finetune.instruction_tuning import (
     SafeDPOTrainer,
     run_instruction_tuning,
 )
-from hf_scratchgpt.finetune.instructions import to_preference
 from hf_scratchgpt.train.arguments import parse_args, run_script
 from hf_scratchgpt.train.budget import BudgetArguments
 

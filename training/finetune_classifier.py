@@ -39,7 +39,7 @@ from pathlib import Path
 from transformers import DataCollatorWithPadding, set_seed
 
 import hf_scratchgpt  # noqa: F401  (registers the scratchgpt model type with the Auto classes)
-from hf_scratchgpt.finetune.classification import classification_metrics_fn, tokenize_for_classification
+from hf_scratchgpt.finetune.classification_data import classification_metrics_fn, tokenize_for_classification
 from hf_scratchgpt.finetune.classifier_tuning import (
     ClassificationDataArguments,
     ClassifierModelArguments,

@@ -22,6 +22,7 @@ hf_scratchgpt.finetune.instruction_tuning) can be set in --config FILE.yaml.
 
 import time
 
+from hf_scratchgpt.finetune.instruction_data import to_messages
 from hf_scratchgpt.finetune.instruction_tuning import (
     FinetuneModelConfig,
     InstructionTuningDataArguments,
@@ -30,7 +31,6 @@ from hf_scratchgpt.finetune.instruction_tuning import (
     last_logged,
     run_instruction_tuning,
 )
-from hf_scratchgpt.finetune.instructions import to_messages
 from hf_scratchgpt.train.arguments import parse_args, run_script
 from hf_scratchgpt.train.budget import BudgetArguments
 

@@ -1,7 +1,7 @@
 """Text classification side by side: a fine-tuned classifier and zero/few-shot prompting of a causal LM.
 
 Both are scored on the same labelled test split, built by the fine-tuning stage's own functions
-(`hf_scratchgpt.finetune.classification`) with the same arguments, so the numbers are comparable:
+(`hf_scratchgpt.finetune.classification_data`) with the same arguments, so the numbers are comparable:
 
 * a fine-tuned classifier (``AutoModelForSequenceClassification``) predicts the arg-max class;
 * a base or instruction model is asked through a prompt (``"Text: {text}\\nLabel:"``) and predicts the
@@ -24,7 +24,7 @@ import torch
 from datasets import Dataset
 from sklearn.metrics import confusion_matrix
 
-from ..finetune.classification import (
+from ..finetune.classification_data import (
     classes_seen,
     classification_metrics,
     majority_class_accuracy,

@@ -20,7 +20,7 @@ from typing import Any
 
 from scipy import stats
 
-from ..finetune.instructions import (
+from ..finetune.instruction_data import (
     InstructionDataArguments,
     held_out_prompts,
     load_instruction_splits,

@@ -5,7 +5,7 @@
   evaluation takes the same, so the same flags give the same test set), `ClassificationDataArguments` (plus
   tokenizing, sampling and metrics) and `ClassifierModelArguments` (the start model and what trains);
 * `build_labelled_splits`: load -> select the columns -> name the classes -> encode -> split (the steps of
-  `hf_scratchgpt.finetune.classification`), and `limit_splits` (shuffle, keep the first N);
+  `hf_scratchgpt.finetune.classification_data`), and `limit_splits` (shuffle, keep the first N);
 * `load_classifier`: the pretrained backbone under a new head; `choose_trainable_weights`: every weight, the
   last N blocks + final norm + head, or LoRA adapters + head;
 * `evaluate_classifier`: validation and test metrics with the confusion matrix, the majority-class baseline,
@@ -26,7 +26,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase, Trainer
 
 from ..train.arguments import InvalidArgumentsError, ValidatedArguments
-from .classification import (
+from .classification_data import (
     classes_seen,
     confusion_matrix_of,
     encode_labels,

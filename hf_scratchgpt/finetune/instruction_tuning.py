@@ -32,7 +32,7 @@ from ..train.arguments import ValidatedArguments
 from ..train.budget import BudgetArguments
 from ..train.trainer import OutputDirArguments, PrecisionArguments, SafeSavesMixin, check_output_dir
 from .gpt2_start import load_model_and_tokenizer
-from .instructions import InstructionDataArguments, held_out_prompts, load_instruction_splits
+from .instruction_data import InstructionDataArguments, held_out_prompts, load_instruction_splits
 from .stage import MERGED_DIR, SavedModel, make_stage_trainer, save_finetuned, write_stage_files
 
 BASE_DIR = "base"  # OUTPUT_DIR/base: a LoRA run's start model, when it existed only in memory

@@ -25,7 +25,7 @@ from hf_scratchgpt.evaluation.instruction import (
     rouge_l,
 )
 from hf_scratchgpt.evaluation.judge import LocalJudge, OpenAIJudge, judge_answers, judge_prompt, parse_score
-from hf_scratchgpt.finetune.instructions import InstructionDataArguments, alpaca_user_text
+from hf_scratchgpt.finetune.instruction_data import InstructionDataArguments, alpaca_user_text
 from hf_scratchgpt.model.tokenizer_sync import align_model_and_tokenizer
 from hf_scratchgpt.serve.server import start_server
 

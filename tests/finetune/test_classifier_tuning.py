@@ -1,4 +1,4 @@
-"""Classification fine-tuning: the data steps and metrics of hf_scratchgpt.finetune.classification, and
+"""Classification fine-tuning: the data steps and metrics of hf_scratchgpt.finetune.classification_data, and
 training/finetune_classifier.py end to end on a tiny model (full, last-N-blocks and LoRA)."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Eval
 from hf_scratchgpt import ScratchGPTForCausalLM
 from hf_scratchgpt.data import DataError
 from hf_scratchgpt.evaluation.classification import scores
-from hf_scratchgpt.finetune import classification
-from hf_scratchgpt.finetune.classification import (
+from hf_scratchgpt.finetune import classification_data
+from hf_scratchgpt.finetune.classification_data import (
     classes_seen,
     classification_metrics,
     classification_metrics_fn,
@@ -479,7 +479,7 @@ def test_hub_dataset_id_with_a_split_used_as_test(monkeypatch):
         }
     )
     calls = []
-    monkeypatch.setattr(classification, "load_dataset", lambda *args: calls.append(args) or hub)
+    monkeypatch.setattr(classification_data, "load_dataset", lambda *args: calls.append(args) or hub)
     splits = load_labelled_splits(
         dataset_name="user/toy", dataset_config_name="en", split_names={"test": "validation"}
     )

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 
 from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.data import DataError
-from hf_scratchgpt.finetune.instructions import (
+from hf_scratchgpt.finetune.instruction_data import (
     alpaca_to_messages,
     detect_format,
     load_instruction_dataset,
