@@ -40,7 +40,7 @@ from hf_scratchgpt.train.arguments import InvalidArgumentsError, ValidatedArgume
 
 
 @dataclass
-class TestDataArguments(LabelledDataArguments):
+class HeldOutDataArguments(LabelledDataArguments):
     """The labelled data, with the flags of training/finetune_classifier.py: the same flags, the same test set."""
 
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test texts."})
@@ -81,7 +81,7 @@ class ClassificationEvalArguments(ValidatedArguments):
 
 def main(argv: list[str] | None = None) -> dict:
     data_args, args, prompting = parse_args(
-        (TestDataArguments, ClassificationEvalArguments, PromptingArguments), argv
+        (HeldOutDataArguments, ClassificationEvalArguments, PromptingArguments), argv
     )
     train, test, label_names = load_labelled_test_split(data_args)
     if data_args.max_test_samples is not None:
