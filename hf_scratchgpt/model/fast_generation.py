@@ -6,7 +6,8 @@ Python: module calls, the growing cache's concatenations, the mask. transformers
 ``generate`` compiles the forward of those steps (``compile_config``); the prompt's forward stays eager. Sizing
 the cache to the model's context (``max_cache_len``) keeps one compiled graph for every prompt and length, so
 only the first call of a process (per batch size) pays for the compilation: chat and serving, which generate
-many times, gain; a single short generation does not.
+many times, gain; a single short generation does not. On a CPU the compiled step is wrapped in C++ (inductor's
+``cpp_wrapper``): the Python that launches each of its kernels was a tenth of a decoding step.
 
     model.generate(**inputs, max_new_tokens=128, **fast_generation_kwargs(model))
 """
@@ -27,12 +28,16 @@ def fast_generation_kwargs(
 
     ``max_cache_len`` (default: the model's context, ``max_position_embeddings``) is the longest prompt plus new
     tokens any call may use: calls up to it reuse one compiled graph. On a GPU the compiled steps are replayed as
-    CUDA graphs (``mode="reduce-overhead"``, transformers' default); on a CPU, plain compiled code. ``backend`` is
-    ``torch.compile``'s (``"eager"`` traces the same graph without generating code: for quick tests).
+    CUDA graphs (``mode="reduce-overhead"``, transformers' default); on a CPU, compiled code called from C++
+    (``cpp_wrapper``: 6-10% more tokens/s at batch 1 and 8, at the price of a longer first compilation).
+    ``backend`` is ``torch.compile``'s (``"eager"`` traces the same graph without generating code: for quick tests).
     """
     on_gpu = model.device.type != "cpu"
-    mode = "reduce-overhead" if on_gpu and backend == "inductor" else None
-    compile_config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode=mode)
+    inductor = backend == "inductor"
+    mode = "reduce-overhead" if on_gpu and inductor else None
+    # torch.compile takes `mode` or backend `options`, not both.
+    options = {"cpp_wrapper": True} if inductor and not on_gpu else None
+    compile_config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode=mode, options=options)
     if not on_gpu:
         compile_generation_on_any_device(compile_config)
     return {

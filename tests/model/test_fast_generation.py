@@ -215,6 +215,16 @@ def test_fast_generation_compiles_the_decoding_steps_and_gives_the_same_tokens()
     assert len(graphs) == 1  # on a CPU too: one graph, for every decoding step
 
 
+def test_fast_generation_on_a_cpu_calls_inductor_code_from_cpp():
+    model = tiny_model()
+    compile_config = fast_generation_kwargs(model)["compile_config"]
+    # torch.compile refuses a mode together with backend options: on a CPU there is no CUDA-graph mode to keep.
+    assert compile_config.options == {"cpp_wrapper": True} and compile_config.mode is None
+    assert compile_config.fullgraph and compile_config.dynamic is False
+    # Other backends get no inductor options (they would reject them).
+    assert fast_generation_kwargs(model, backend="eager")["compile_config"].options is None
+
+
 def test_loss_without_logits_computes_no_gradients_when_none_can_be_asked_for(monkeypatch):
     from hf_scratchgpt.model import modeling_scratchgpt
 
