@@ -29,7 +29,7 @@ def fast_generation_kwargs(
     ``max_cache_len`` (default: the model's context, ``max_position_embeddings``) is the longest prompt plus new
     tokens any call may use: calls up to it reuse one compiled graph. On a GPU the compiled steps are replayed as
     CUDA graphs (``mode="reduce-overhead"``, transformers' default); on a CPU, compiled code called from C++
-    (``cpp_wrapper``: 6-10% more tokens/s at batch 1 and 8, at the price of a longer first compilation).
+    (``cpp_wrapper``: 3-10% more tokens/s at batch 1 and 8, at the price of a longer first compilation).
     ``backend`` is ``torch.compile``'s (``"eager"`` traces the same graph without generating code: for quick tests).
     """
     on_gpu = model.device.type != "cpu"
