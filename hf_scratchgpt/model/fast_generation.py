@@ -7,7 +7,7 @@ Python: module calls, the growing cache's concatenations, the mask. transformers
 the cache to the model's context (``max_cache_len``) keeps one compiled graph for every prompt and length, so
 only the first call of a process (per batch size) pays for the compilation: chat and serving, which generate
 many times, gain; a single short generation does not. On a CPU the compiled step is wrapped in C++ (inductor's
-``cpp_wrapper``): the Python that launches each of its kernels was a tenth of a decoding step.
+``cpp_wrapper``), which saves the Python that otherwise launches each of its few dozen kernels per step.
 
     model.generate(**inputs, max_new_tokens=128, **fast_generation_kwargs(model))
 """
