@@ -1,4 +1,5 @@
-"""The fast paths: the causal-LM loss without logits, loss-only evaluation, compiled steps, fast generation."""
+"""The fast paths: the causal-LM loss without logits, loss-only evaluation, the written-out attention of bf16
+training on a CPU, compiled steps, fast generation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from conftest import RECIPES, tiny_model
 from torch import nn
 
 from hf_scratchgpt.model.fast_generation import fast_generation_kwargs
-from hf_scratchgpt.model.modeling_scratchgpt import causal_lm_loss_without_logits
+from hf_scratchgpt.model.modeling_scratchgpt import (
+    MATMUL_ATTENTION_MAX_LENGTH,
+    causal_lm_loss_without_logits,
+    eager_attention_forward,
+    matmul_causal_attention,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,6 +104,45 @@ def test_loss_without_logits_spans_several_chunks(monkeypatch):
     loss, grads = loss_and_grads(model)
     torch.testing.assert_close(loss, plain_loss, rtol=1e-6, atol=1e-6)
     assert_grads_close(plain_grads, grads, rtol=1e-5)
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_written_out_attention_equals_the_eager_reference(recipe):
+    model = tiny_model(recipe)  # "mixed" shares one key/value head among four query heads
+    attention = model.transformer.h[0].attn
+    heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
+    generator = torch.Generator().manual_seed(0)
+    for length, key_length in ((9, 9), (3, 9)):  # the second: queries after 6 cached positions
+        query = torch.randn(2, heads, length, 16, generator=generator)
+        key, value = (torch.randn(2, kv_heads, key_length, 16, generator=generator) for _ in "kv")
+        causal = torch.full((length, key_length), float("-inf")).triu(key_length - length + 1)
+        expected, _ = eager_attention_forward(attention, query, key, value, causal, scaling=0.25)
+        found, weights = matmul_causal_attention(attention, query, key, value, None, scaling=0.25)
+        torch.testing.assert_close(found, expected, rtol=1e-6, atol=1e-6)
+        assert weights is None  # as sdpa's, which it replaces
+
+
+def test_bf16_training_on_a_cpu_writes_attention_out_and_agrees_with_sdpa():
+    model = tiny_model().train()
+    attention = model.transformer.h[0].attn
+    ids, labels = batch()
+    mask = torch.ones_like(ids)
+    query = torch.zeros(1, 4, ids.shape[1], 16, dtype=torch.bfloat16)
+    assert attention.attention_function(query, None) is matmul_causal_attention
+    with torch.no_grad():  # inference keeps sdpa's fused forward
+        assert attention.attention_function(query, None) is not matmul_causal_attention
+    assert attention.attention_function(query.float(), None) is not matmul_causal_attention
+    assert attention.attention_function(query, mask) is not matmul_causal_attention  # padding: sdpa's mask
+    long_query = torch.zeros(1, 4, MATMUL_ATTENTION_MAX_LENGTH + 1, 16, dtype=torch.bfloat16)
+    assert attention.attention_function(long_query, None) is not matmul_causal_attention
+
+    exact_loss, exact_grads = loss_and_grads(model)  # float32: sdpa
+    model.set_attn_implementation("eager")
+    eager_loss, eager_grads = loss_and_grads(model, bf16=True)
+    model.set_attn_implementation("sdpa")
+    loss, grads = loss_and_grads(model, bf16=True)  # written out
+    assert abs(loss - exact_loss) <= 2 * abs(eager_loss - exact_loss) + 1e-3
+    assert relative_error(exact_grads, grads) <= 1.5 * relative_error(exact_grads, eager_grads) + 1e-3
 
 
 def test_logits_are_skipped_only_when_training_with_labels_or_asked():
