@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -88,3 +89,25 @@ def fresh_compile_caches():
     otherwise exhaust dynamo's per-function recompile limit (8), which fails a `fullgraph=True` compile."""
     yield
     torch.compiler.reset()
+
+
+@pytest.fixture
+def traced_fast_generation(monkeypatch) -> SimpleNamespace:
+    """chat and serve's fast generation path with its graphs traced as inductor would, then run as they are
+    (seconds, not a compilation): ``graphs`` fills with the graphs traced, ``calls`` with the keyword arguments
+    `fast_generation_kwargs` was called with."""
+    from hf_scratchgpt.model import fast_generation
+    from hf_scratchgpt.serve import chat
+
+    traced = SimpleNamespace(graphs=[], calls=[])
+
+    def backend(graph, example_inputs):
+        traced.graphs.append(graph)
+        return graph.forward
+
+    def fast_generation_kwargs(model, **kwargs):
+        traced.calls.append(kwargs)
+        return fast_generation.fast_generation_kwargs(model, backend=backend, **kwargs)
+
+    monkeypatch.setattr(chat, "fast_generation_kwargs", fast_generation_kwargs)
+    return traced

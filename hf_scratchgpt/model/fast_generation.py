@@ -22,7 +22,10 @@ from ..compat import compile_generation_on_any_device
 
 
 def fast_generation_kwargs(
-    model: PreTrainedModel, max_cache_len: int | None = None, backend: str = "inductor"
+    model: PreTrainedModel,
+    max_cache_len: int | None = None,
+    backend: str = "inductor",
+    cuda_graphs: bool = True,
 ) -> dict[str, Any]:
     """Keyword arguments for ``model.generate`` that put it on the static-cache, compiled-decoding path.
 
@@ -31,10 +34,12 @@ def fast_generation_kwargs(
     CUDA graphs (``mode="reduce-overhead"``, transformers' default); on a CPU, compiled code called from C++
     (``cpp_wrapper``: 3-10% more tokens/s at batch 1 and 8, at the price of a longer first compilation).
     ``backend`` is ``torch.compile``'s (``"eager"`` traces the same graph without generating code: for quick tests).
+    ``cuda_graphs=False`` keeps the compiled steps but not their CUDA graphs, for callers that generate from
+    many threads (torch records CUDA graphs per thread, so each new thread would record them again).
     """
     on_gpu = model.device.type != "cpu"
     inductor = backend == "inductor"
-    mode = "reduce-overhead" if on_gpu and inductor else None
+    mode = "reduce-overhead" if on_gpu and inductor and cuda_graphs else None
     # torch.compile takes `mode` or backend `options`, not both.
     options = {"cpp_wrapper": True} if inductor and not on_gpu else None
     compile_config = CompileConfig(fullgraph=True, dynamic=False, backend=backend, mode=mode, options=options)

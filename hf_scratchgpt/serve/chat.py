@@ -12,7 +12,8 @@ Typing ``/clear`` forgets the conversation, ``/exit`` (or end of input) leaves.
 The pieces are shared with ``scratchgpt serve`` (`hf_scratchgpt.serve.server`): `load_chat_model` puts the model
 on the best device (CUDA, then MPS, then the CPU) in a precision that device runs well, `plan_reply` fits
 a conversation to the context, and `generation_kwargs` is the one ``model.generate()`` call both make, so
-whatever speeds ``generate()`` up (a static cache, ``torch.compile``) speeds both up.
+whatever speeds ``generate()`` up speeds both up: ``--fast_generation`` (`fast_generation_for`) puts it on its
+static-cache, compiled path (`hf_scratchgpt.model.fast_generation`), by default on a GPU.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
+from ..model.fast_generation import fast_generation_kwargs
 from ..model.tokenizer_sync import stop_token_ids
 from ..train.hardware import native_bf16
 
 Message = dict[str, str]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+FAST_GENERATION = ("auto", "on", "off")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -154,10 +157,12 @@ def generation_kwargs(
     temperature: float,
     top_p: float = 1.0,
     top_k: int | None = None,
+    fast_generation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The arguments of ``model.generate()`` for one reply to ``prompt_ids``, ending at `reply_stop_ids`.
 
-    ``temperature=0`` decodes greedily; ``top_k=None`` keeps the model's generation config's.
+    ``temperature=0`` decodes greedily; ``top_k=None`` keeps the model's generation config's;
+    ``fast_generation``: `fast_generation_for`'s arguments, added as they are.
     """
     stop_ids = reply_stop_ids(model, tokenizer)
     input_ids = torch.tensor([prompt_ids], device=model.device)
@@ -172,7 +177,27 @@ def generation_kwargs(
         eos_token_id=stop_ids,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0],
         **sampling,
+        **(fast_generation or {}),
     )
+
+
+def fast_generation_for(
+    choice: str, model: PreTrainedModel, cuda_graphs: bool = True
+) -> dict[str, Any] | None:
+    """``generate()``'s arguments for ``--fast_generation`` (one of FAST_GENERATION), or None for its plain path.
+
+    ``auto`` is on where the compiled decoding steps pay off from the first reply (a GPU, where they are also
+    replayed as CUDA graphs unless ``cuda_graphs=False``) and off on a CPU, where the first reply would wait for
+    the compilation (~5-13 s) for ~1.3x the tokens/s after (benchmarks/generation.py).
+
+    Raises:
+        ValueError: ``choice`` is not one of FAST_GENERATION.
+    """
+    if choice not in FAST_GENERATION:
+        raise ValueError(f"--fast_generation {choice!r} is not one of {', '.join(FAST_GENERATION)}.")
+    if choice == "off" or (choice == "auto" and model.device.type != "cuda"):
+        return None
+    return fast_generation_kwargs(model, cuda_graphs=cuda_graphs)
 
 
 def continue_text(
@@ -212,18 +237,18 @@ def generate_reply(
     top_k: int = 50,
     top_p: float = 1.0,
     streamer: BaseStreamer | None = None,
+    fast_generation: dict[str, Any] | None = None,
 ) -> str:
     """The assistant's next turn after ``messages``, without its end-of-turn token.
 
     ``temperature=0`` decodes greedily. Older turns are dropped when the conversation and the reply
-    would not fit the context (see `plan_reply`).
+    would not fit the context (see `plan_reply`). ``fast_generation``: see `generation_kwargs`.
     """
     _, prompt_ids, room = plan_reply(
         messages, tokenizer, model.config.max_position_embeddings, max_new_tokens
     )
-    output = model.generate(
-        **generation_kwargs(model, tokenizer, prompt_ids, room, temperature, top_p, top_k), streamer=streamer
-    )
+    kwargs = generation_kwargs(model, tokenizer, prompt_ids, room, temperature, top_p, top_k, fast_generation)
+    output = model.generate(**kwargs, streamer=streamer)
     return tokenizer.decode(output[0, len(prompt_ids) :], skip_special_tokens=True).strip()
 
 
@@ -252,6 +277,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust_remote_code", action="store_true", help="Load a model defined by remote code."
     )
+    parser.add_argument(
+        "--fast_generation",
+        default="auto",
+        choices=FAST_GENERATION,
+        help="Static KV cache and compiled decoding steps; 'auto': on a GPU only (on a CPU the first reply "
+        "waits for the compilation).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.seed is not None:
         torch.manual_seed(args.seed)
+    fast_generation = fast_generation_for(args.fast_generation, model)
     interactive = sys.stdin.isatty()
     system = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(system)
@@ -299,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+            fast_generation=fast_generation,
         )
         messages.append({"role": "assistant", "content": reply})
 
@@ -307,6 +341,7 @@ __all__ = [
     "add_arguments",
     "add_model_arguments",
     "continue_text",
+    "fast_generation_for",
     "fit_to_context",
     "generate_reply",
     "generation_kwargs",

@@ -105,10 +105,17 @@ class GenerationEngine:
     ``running`` and ``waiting`` count the generations in progress and in the queue (read by ``/health``).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_concurrent: int = 1):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_concurrent: int = 1,
+        fast_generation: dict[str, Any] | None = None,
+    ):
         if max_concurrent < 1:
             raise ValueError(f"--max_concurrent must be at least 1, got {max_concurrent}.")
         self.model, self.tokenizer, self.max_concurrent = model, tokenizer, max_concurrent
+        self.fast_generation = fast_generation  # generate()'s fast-path arguments (chat.fast_generation_for)
         self.running = self.waiting = 0
         self._slots = asyncio.Semaphore(max_concurrent)
 
@@ -193,6 +200,7 @@ class GenerationEngine:
             request.temperature,
             request.top_p,
             request.top_k,
+            self.fast_generation,
         )
         if request.stop:
             kwargs.update(stop_strings=request.stop, tokenizer=self.tokenizer)

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .chat import add_model_arguments, load_chat_model
+from .chat import add_model_arguments, fast_generation_for, load_chat_model
 from .generation import GenerationEngine
 
 DEFAULT_HOST = "127.0.0.1"
@@ -74,8 +74,13 @@ def build_app(
     trust_remote_code: bool = False,
     api_key: str | None = None,
     max_concurrent: int = 1,
+    fast_generation: str = "auto",
 ) -> Any:
-    """The FastAPI app serving ``model_path`` (loaded now) as ``model_path``; its engine is ``app.state.engine``."""
+    """The FastAPI app serving ``model_path`` (loaded now) as ``model_path``; its engine is ``app.state.engine``.
+
+    ``fast_generation`` (``--fast_generation``): compiled decoding steps without CUDA graphs, since every
+    generation runs in a thread of its own (see `hf_scratchgpt.serve.generation`).
+    """
     try:
         from .api import create_app
     except ImportError as error:
@@ -84,7 +89,8 @@ def build_app(
             "(transformers[serving]: fastapi, uvicorn)."
         ) from error
     model, tokenizer = load_chat_model(model_path, device, dtype, trust_remote_code)
-    return create_app(GenerationEngine(model, tokenizer, max_concurrent), model_path, api_key or None)
+    fast = fast_generation_for(fast_generation, model, cuda_graphs=False)
+    return create_app(GenerationEngine(model, tokenizer, max_concurrent, fast), model_path, api_key or None)
 
 
 @dataclass
@@ -117,7 +123,7 @@ def start_server(
     """Serve ``model_path`` from a background thread and return once it answers.
 
     ``port=0`` takes a free port (read it from ``handle.url``). ``app_kwargs`` go to `build_app`
-    (``device``, ``dtype``, ``trust_remote_code``, ``api_key``, ``max_concurrent``). Stop it with
+    (``device``, ``dtype``, ``trust_remote_code``, ``api_key``, ``max_concurrent``, ``fast_generation``). Stop it with
     ``handle.stop()`` or a ``with`` block.
 
     Raises:
@@ -183,6 +189,7 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
         trust_remote_code=args.trust_remote_code,
         api_key=api_key,
         max_concurrent=args.max_concurrent,
+        fast_generation=args.fast_generation,
     )
 
 

@@ -317,3 +317,11 @@ def test_loss_only_evaluation_skips_the_logits_and_reports_the_same_loss(tmp_pat
     assert seen[-1] is True
     predictions = trainer.predict(data)  # logits asked for: computed as usual
     assert predictions.predictions.shape == (4, 24, 300) and seen[-1] is None
+
+
+def test_fast_generation_replays_cuda_graphs_on_a_gpu_unless_asked_not_to(monkeypatch):
+    model = tiny_model()
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))  # as a GPU's
+    assert fast_generation_kwargs(model)["compile_config"].mode == "reduce-overhead"
+    without = fast_generation_kwargs(model, cuda_graphs=False)["compile_config"]
+    assert without.mode is None and without.options is None  # compiled steps, no CUDA graphs, no cpp_wrapper

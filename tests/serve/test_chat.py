@@ -16,6 +16,7 @@ from hf_scratchgpt import ScratchGPTForCausalLM, ScratchGPTTokenizer
 from hf_scratchgpt.cli import main as scratchgpt
 from hf_scratchgpt.serve.chat import (
     continue_text,
+    fast_generation_for,
     fit_to_context,
     generate_reply,
     load_chat_model,
@@ -151,6 +152,27 @@ def test_chat_command_reads_stdin_and_streams_each_reply(chat_model, monkeypatch
     out, err = capsys.readouterr()
     assert "context of 64" in err  # the message longer than the context is refused and the chat goes on
     assert out.splitlines() == ["assistant> Blue.", "assistant> Hello!", "assistant> Four."]
+
+
+def test_chat_on_the_fast_generation_path_gives_the_same_replies(
+    chat_model, traced_fast_generation, monkeypatch, capsys
+):
+    model, _ = load_chat_model(str(chat_model), device="cpu")
+    assert fast_generation_for("auto", model) is None  # a CPU: the first reply would wait for a compilation
+    assert fast_generation_for("off", model) is None
+    assert fast_generation_for("on", model)["cache_implementation"] == "static"
+    with pytest.raises(ValueError, match="--fast_generation 'fast' is not one of auto, on, off"):
+        fast_generation_for("fast", model)
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Name a colour.\nSay hello.\nWhat is two plus two?\n"))
+    command = ["chat", str(chat_model), "--temperature", "0", "--system", SYSTEM["content"]]
+    assert scratchgpt([*command, "--fast_generation", "on"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "assistant> Blue.",
+        "assistant> Hello!",
+        "assistant> Four.",
+    ]
+    assert len(traced_fast_generation.graphs) == 1  # one compiled decoding step served every reply
 
 
 def test_serve_answers_the_openai_client_streaming_and_not(chat_model):

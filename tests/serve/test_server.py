@@ -107,6 +107,23 @@ def test_greedy_replies_equal_generate_streamed_or_not(server, model_folder):
     assert "".join(chunk.choices[0].text for chunk in stream) == expected
 
 
+def test_serve_on_the_fast_generation_path_gives_the_same_replies(model_folder, traced_fast_generation):
+    prompt = AutoTokenizer.from_pretrained(model_folder).apply_chat_template(
+        QUESTION, add_generation_prompt=True, return_dict=True
+    )["input_ids"]
+    expected, _ = greedy_text(model_folder, prompt, 20)
+    with start_server(str(model_folder), device="cpu", fast_generation="on") as server:
+        # Generations run in threads of their own: compiled steps, no CUDA graphs (recorded per thread).
+        assert traced_fast_generation.calls == [{"cuda_graphs": False}]
+        client, name = client_for(server), str(model_folder)
+        for _ in range(2):
+            reply = client.chat.completions.create(
+                model=name, messages=QUESTION, temperature=0, max_tokens=20
+            )
+            assert reply.choices[0].message.content == expected
+    assert len(traced_fast_generation.graphs) == 1
+
+
 def test_stop_strings_seed_and_bad_requests(server, model_folder):
     client, name = client_for(server), str(model_folder)
     full = client.chat.completions.create(model=name, messages=QUESTION, temperature=0, max_tokens=20)
