@@ -7,9 +7,10 @@ classification and question answering heads.
 
 Everything that is *not* the model itself is delegated to ``transformers`` so the model plugs into the
 whole ecosystem: the attention kernel is picked through the attention interface (eager / sdpa / flash /
-flex), the KV cache is a ``transformers`` ``Cache``, masks come from ``create_causal_mask`` (which also
-handles left padding and packed sequences), and losses come from ``self.loss_function`` (in training, the
-causal-LM loss is computed without holding the logits: `causal_lm_loss_without_logits`).
+flex; sdpa's causal attention is written out for bf16 training on a CPU, where that is faster), the KV
+cache is a ``transformers`` ``Cache``, masks come from ``create_causal_mask`` (which also handles left
+padding and packed sequences), and losses come from ``self.loss_function`` (in training, the causal-LM
+loss is computed without holding the logits: `causal_lm_loss_without_logits`).
 
 This file is copied next to saved weights as remote code, so apart from ``torch`` and ``transformers``
 it imports only its sibling ``configuration_scratchgpt``.
@@ -185,7 +186,7 @@ def matmul_causal_attention(
 
     There sdpa runs a flash-attention kernel whose backward pass takes ~8x its forward; written out, the products
     are batched bf16 GEMMs and a compiled step fuses scaling, causal mask and softmax into one kernel: forward and
-    backward ~1.4x faster, a whole training step ~10% (benchmarks/train_throughput.py, Xeon with AMX). The softmax
+    backward 1.2-1.6x faster, a whole training step ~15% (benchmarks/train_throughput.py, Xeon with AMX). The softmax
     is computed in float32 inside its kernel and kept in bf16, as sdpa's is. In float32, sdpa is the faster one.
     """
     key = repeat_kv(key, module.num_key_value_groups)
