@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import tiny_model
 from datasets import Dataset
-from transformers import GenerationConfig, Trainer, TrainingArguments
+from transformers import ContinuousBatchingConfig, GenerationConfig, Trainer, TrainingArguments
 
 pytestmark = pytest.mark.compat
 
@@ -46,7 +46,10 @@ def test_continuous_batching_paged_cache_equals_generate(recipe, one_thread):
     model = tiny_model(recipe)
     batch = prompts()
     config = GenerationConfig(max_new_tokens=6, **GREEDY)
-    results = model.generate_batch(batch, generation_config=config)
+    # A cache for these few requests: by default transformers sizes it from free memory and zero-fills it, on a CPU
+    # several GB and ~2 minutes.
+    cache = ContinuousBatchingConfig(num_blocks=8, max_batch_tokens=128)
+    results = model.generate_batch(batch, generation_config=config, continuous_batching_config=cache)
     got = [
         result.generated_tokens for result in sorted(results.values(), key=lambda r: int(r.request_id[4:]))
     ]
