@@ -8,12 +8,16 @@ choice to Accelerate; changing ``args.bf16`` later does nothing):
 * ``auto`` (the default everywhere): bf16 where the hardware has it natively (a bf16 GPU; a CPU with AMX or
   AVX512-BF16), fp16 with loss scaling on a GPU without bf16 (T4, V100), fp32 otherwise;
 * ``bf16`` / ``fp16`` / ``fp32``: exactly that, or a `PrecisionError` saying why this machine cannot.
+
+`can_compile` says whether ``torch.compile`` can build its kernels here at all.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import shutil
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,17 @@ def native_bf16(use_cpu: bool = False) -> bool:
     if uses_gpu(use_cpu):
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+
+
+def can_compile(use_cpu: bool = False) -> bool:
+    """Whether ``torch.compile``'s inductor can build kernels here: on a GPU with Triton (CUDA builds of torch ship
+    it), on a CPU with the C++ compiler inductor calls (``$CXX``, else ``g++``). ``TORCHDYNAMO_DISABLE=1``, torch's
+    own switch, says no."""
+    if os.environ.get("TORCHDYNAMO_DISABLE") == "1":
+        return False
+    if uses_gpu(use_cpu):
+        return importlib.util.find_spec("triton") is not None
+    return shutil.which(os.environ.get("CXX", "g++")) is not None
 
 
 def resolve_precision(requested: str = "auto", use_cpu: bool = False) -> str:
@@ -123,6 +138,7 @@ def machine_summary(info: dict[str, Any]) -> str:
 __all__ = [
     "PRECISIONS",
     "PrecisionError",
+    "can_compile",
     "cpu_flags",
     "cpu_model_name",
     "describe_machine",

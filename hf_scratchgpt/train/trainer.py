@@ -115,6 +115,13 @@ class PrecisionArguments:
         # Accelerate keeps one process-wide AcceleratorState and refuses a second precision: forget it.
         reset_accelerator_state()
 
+    def enable_compile(self, backend: str = "inductor") -> None:
+        """``--torch_compile true`` decided after parsing, for arguments no ``Trainer`` has used yet (its
+        Accelerator reads the compile settings when it is built)."""
+        self.torch_compile = True
+        self.torch_compile_backend = self.torch_compile_backend or backend
+        reset_accelerator_state()  # probes' Trainers left a process-wide state built without compilation
+
     @staticmethod
     def process_index_from_env() -> int:
         """This process's rank as the launchers export it (before any process group exists)."""

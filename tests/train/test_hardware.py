@@ -11,7 +11,7 @@ from conftest import REPO, tiny_model
 
 from hf_scratchgpt.train import hardware
 from hf_scratchgpt.train.arguments import parse_args
-from hf_scratchgpt.train.hardware import PrecisionError
+from hf_scratchgpt.train.hardware import PrecisionError, can_compile
 from hf_scratchgpt.train.pretraining import DataArguments, ModelArguments
 from hf_scratchgpt.train.trainer import ScratchGPTTrainer, ScratchGPTTrainingArguments
 
@@ -131,3 +131,13 @@ def test_no_recipe_forces_the_cpu_and_auto_picks_bf16_on_a_bf16_gpu(monkeypatch)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert hardware.resolve_precision("auto", use_cpu) == "bf16"
     assert hardware.machine_summary(hardware.describe_machine(use_cpu)).startswith("1 x NVIDIA H200")
+
+
+def test_compilation_needs_the_c_plus_plus_compiler_inductor_calls_on_a_cpu(monkeypatch):
+    monkeypatch.delenv("TORCHDYNAMO_DISABLE", raising=False)
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert not can_compile(use_cpu=True)
+    monkeypatch.setenv("CXX", "sh")  # any program on PATH stands for one here
+    assert can_compile(use_cpu=True)
+    monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")  # torch's own switch wins
+    assert not can_compile(use_cpu=True)

@@ -153,37 +153,40 @@ def test_a_failing_stage_keeps_earlier_outputs_and_says_how_to_resume(corpus, tm
     assert json.loads((run / "speedrun.json").read_text())["stages"]["pretrain"]["status"] == "failed"
 
 
+def budgeted_pretraining(corpus: Path, out: Path, minutes: str = "0.75") -> list[str]:
+    return [
+        "--data",
+        str(corpus),
+        "--txt_mode",
+        "line",
+        "--tokenizer_name_or_path",
+        "byte",
+        "--output_dir",
+        str(out),
+        "--time_budget",
+        minutes,
+        "--budget_probe_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--max_eval_blocks",
+        "4",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--save_strategy",
+        "no",
+        "--eval_strategy",
+        "steps",
+    ]
+
+
 def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
     out = tmp_path / "pretrain"
-    metrics = pretrain.main(
-        [
-            "--data",
-            str(corpus),
-            "--txt_mode",
-            "line",
-            "--tokenizer_name_or_path",
-            "byte",
-            "--output_dir",
-            str(out),
-            "--time_budget",
-            "0.75",
-            "--budget_probe_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "2",
-            "--max_eval_blocks",
-            "4",
-            "--report_to",
-            "none",
-            "--disable_tqdm",
-            "true",
-            "--save_strategy",
-            "no",
-            "--eval_strategy",
-            "steps",
-        ]
-    )
+    metrics = pretrain.main(budgeted_pretraining(corpus, out))
     plan = json.loads((out / "budget.json").read_text())
+    assert not plan["torch_compile"]  # 45 s trains too briefly to pay for a compilation
     assert (
         plan["size"]["name"] in {rung.name for rung in SIZE_LADDER}
         and "the largest model" in plan["size_rule"]
@@ -200,6 +203,24 @@ def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
     assert metrics["epoch"] <= MOST_EPOCHS + 0.1
     assert metrics["non_embedding_parameters"] < metrics["num_parameters"]
     assert metrics["device"] == f"cpu: {cpu_model_name()}" and metrics["better_than_chance"]
+
+
+def test_a_run_that_trains_for_minutes_compiles_its_model(corpus, tmp_path, monkeypatch):
+    import torch._dynamo.utils
+
+    from hf_scratchgpt.train import budget_plan
+
+    monkeypatch.setattr(budget_plan, "COMPILE_MIN_TRAINING_SECONDS", 0.0)  # as if the budget were minutes
+    out = tmp_path / "pretrain"
+    torch._dynamo.utils.counters.clear()
+    metrics = pretrain.main(budgeted_pretraining(corpus, out, minutes="0.6"))
+    assert (
+        json.loads((out / "budget.json").read_text())["torch_compile"] and metrics["budget"]["torch_compile"]
+    )
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the training steps ran compiled
+    assert metrics["train_steps"] > 0 and metrics["better_than_chance"]
+    saved = AutoModelForCausalLM.from_pretrained(out)  # saved without the compiled wrapper's names
+    assert all("_orig_mod" not in name for name in saved.state_dict())
 
 
 def fake_stage(name: str, run: Path, **settings) -> Stage:
