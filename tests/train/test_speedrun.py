@@ -51,6 +51,9 @@ def offline(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
 
 
+QUIET = ["--report_to", "none", "--disable_tqdm", "true", "--save_strategy", "no"]  # no logs, bars or saves
+
+
 def small_job(run_dir: Path, corpus: Path, *extra: str) -> list[str]:
     return [
         "--run_dir",
@@ -69,12 +72,7 @@ def small_job(run_dir: Path, corpus: Path, *extra: str) -> list[str]:
         "3",
         "--logging_steps",
         "3",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--save_strategy",
-        "no",
+        *QUIET,
         *extra,
     ]
 
@@ -171,12 +169,7 @@ def budgeted_pretraining(corpus: Path, out: Path, minutes: str = "0.75") -> list
         "2",
         "--max_eval_blocks",
         "4",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--save_strategy",
-        "no",
+        *QUIET,
         "--eval_strategy",
         "steps",
     ]
