@@ -31,7 +31,7 @@ from .budget import (
     tokens_per_step,
 )
 from .checkpoints import resume_requested
-from .hardware import can_compile
+from .hardware import can_compile, uses_gpu
 from .pretraining import (
     ModelArguments,
     PretrainingCorpus,
@@ -47,10 +47,20 @@ BUDGET_FILE = "budget.json"
 # What a budgeted run keeps back after training for the final evaluation, save and metrics: this share of
 # the budget, at least MIN_FINAL_SECONDS, plus the final evaluation's estimated cost.
 FINAL_SHARE, MIN_FINAL_SECONDS = 0.05, 10.0
-# A run that trains at least this long compiles its model. Compiled steps were ~1.5x eager ones at the `micro`
-# size (bf16, Xeon with AMX) for ~25 s of compilation, but 1.2-1.3x at `small` for ~60 s with the evaluations'
-# own compilations: a 5-minute main job (~260 s of training) compiled ended 1% behind an eager plain loop.
+# A run that trains at least this long compiles its model (see `compile_pays_off`). Compiled bf16 steps were ~1.5x
+# eager ones at the `micro` size (Xeon with AMX) for ~25 s of compilation, but 1.2-1.3x at `small` for ~60 s with
+# the evaluations' own compilations: a 5-minute main job (~260 s of training) compiled ended 1% behind an eager
+# plain loop.
 COMPILE_MIN_TRAINING_SECONDS = 300.0
+
+
+def compile_pays_off(training_seconds: float, precision: str, use_cpu: bool) -> bool:
+    """Whether a run that trains for ``training_seconds`` gains from ``torch.compile``: on a GPU, and on a CPU in
+    bf16 (1.3-1.5x); a CPU's fp32 steps ran no faster compiled (benchmarks/train_throughput.py: 1,316 vs 1,317
+    tokens/s; a 15-minute main job in fp32 took 0.71 s a step compiled against its 0.64 s eager probe). Only where
+    inductor can build kernels (`can_compile`)."""
+    worth_it = uses_gpu(use_cpu) or precision != "fp32"
+    return worth_it and training_seconds >= COMPILE_MIN_TRAINING_SECONDS and can_compile(use_cpu)
 
 
 def plan_budget(
@@ -209,10 +219,7 @@ def fit_to_budget(
     plan.setdefault(
         "torch_compile",
         training_args.torch_compile
-        or (
-            deadline - time.perf_counter() >= COMPILE_MIN_TRAINING_SECONDS
-            and can_compile(training_args.use_cpu)
-        ),
+        or compile_pays_off(deadline - time.perf_counter(), plan["precision"], training_args.use_cpu),
     )
     if plan["torch_compile"] and not training_args.torch_compile:
         training_args.enable_compile()
@@ -233,6 +240,7 @@ __all__ = [
     "BUDGET_FILE",
     "BudgetedRun",
     "budget_warning",
+    "compile_pays_off",
     "fit_to_budget",
     "plan_budget",
 ]

@@ -203,7 +203,8 @@ def test_a_run_that_trains_for_minutes_compiles_its_model(corpus, tmp_path, monk
 
     from hf_scratchgpt.train import budget_plan
 
-    monkeypatch.setattr(budget_plan, "COMPILE_MIN_TRAINING_SECONDS", 0.0)  # as if the budget were minutes
+    # As if the budget were minutes in a precision that gains from compilation (the probes pick it per machine).
+    monkeypatch.setattr(budget_plan, "compile_pays_off", lambda *args: True)
     out = tmp_path / "pretrain"
     torch._dynamo.utils.counters.clear()
     metrics = pretrain.main(budgeted_pretraining(corpus, out, minutes="0.6"))
@@ -214,6 +215,19 @@ def test_a_run_that_trains_for_minutes_compiles_its_model(corpus, tmp_path, monk
     assert metrics["train_steps"] > 0 and metrics["better_than_chance"]
     saved = AutoModelForCausalLM.from_pretrained(out)  # saved without the compiled wrapper's names
     assert all("_orig_mod" not in name for name in saved.state_dict())
+
+
+def test_compilation_pays_off_for_minutes_of_bf16_on_a_cpu_not_fp32(monkeypatch):
+    from hf_scratchgpt.train import budget_plan
+    from hf_scratchgpt.train.budget_plan import COMPILE_MIN_TRAINING_SECONDS, compile_pays_off
+
+    monkeypatch.setattr(budget_plan, "can_compile", lambda use_cpu: True)
+    minutes = COMPILE_MIN_TRAINING_SECONDS
+    assert compile_pays_off(minutes, "bf16", use_cpu=True)
+    assert not compile_pays_off(minutes - 1, "bf16", use_cpu=True)
+    assert not compile_pays_off(10 * minutes, "fp32", use_cpu=True)  # no faster compiled on a CPU
+    monkeypatch.setattr(budget_plan, "can_compile", lambda use_cpu: False)  # no C++ compiler, no Triton
+    assert not compile_pays_off(10 * minutes, "bf16", use_cpu=True)
 
 
 def fake_stage(name: str, run: Path, **settings) -> Stage:
