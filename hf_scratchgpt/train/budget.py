@@ -8,7 +8,7 @@ so a fixed ``max_steps`` cannot keep a promise like "about 15 minutes". Instead:
 2. `choose_model_size` (only when no size was given) turns the measured speed into training FLOP/s and picks
    the largest rung of `SIZE_LADDER` that can see the tokens it is worth within the budget: Chinchilla's
    20 per non-embedding parameter, but on a small corpus no more than 4 epochs of it (data-constrained
-   scaling), bounded by the smallest and largest rung;
+   scaling), in at least `MIN_STEPS_TO_GROW` optimizer steps, bounded by the smallest and largest rung;
 3. `max_steps_for_budget` turns the seconds left into the planned steps; the run's schedule then follows the
    clock to the deadline (`hf_scratchgpt.train.schedule`), so a machine slower than measured still finishes its
    decay. A budget that buys fewer than `MIN_USEFUL_STEPS` steps is flagged, with the budget that would do.
@@ -140,9 +140,21 @@ def training_flops_per_token(config: Any, context: int) -> float:
 # 5 minutes, this machine, bits per byte): pico 32 epochs 1.552, nano 20 epochs 1.570, micro 14 epochs 1.504,
 # tiny 10 epochs 1.465 (the rung this rule picks there).
 EPOCHS_WORTH_REPEATING = 4.0
-# Past about this many epochs more passes buy nothing (the paper's R_D* = 15.4) and, without enough data, the
-# model only memorises: a run that turns out faster than planned stops here rather than train on.
-MOST_EPOCHS = 16.0
+# Past this many epochs a run stops (fully decayed), even before its deadline. The paper's models, compute-optimal,
+# still gain a little up to ~16 epochs (R_D* = 15.4); ours, on a small corpus, hold far more parameters than
+# tokens and start to memorise sooner. benchmarks/main_job.py (5 minutes, Xeon with AMX, 2 threads, dropout 0.1):
+# `tiny` allowed 16 epochs took 676 steps (15.7 epochs, 261 s) and ended at 1.514 bits per byte, its validation
+# loss rising from epoch ~9.5 (4.09 -> 4.15 -> 4.22 on the curve subset); stopped at 8 epochs, 338 steps in 139 s,
+# 1.471.
+MOST_EPOCHS = 8.0
+
+
+# A larger rung is chosen only when the budget buys it at least this many optimizer steps. Chinchilla's tokens per
+# parameter say nothing about how few steps a run can make do with, and a run of a hundred-odd steps is still in
+# its first descent whatever its size. Measured with benchmarks/main_job.py (5 minutes, Xeon with AMX, bf16): the
+# rule without this floor chose `small` (10.65M non-embedding parameters, 126 steps), 1.638 bits per byte; one
+# rung down, `tiny` (3.16M, ~300 steps) reached 1.465.
+MIN_STEPS_TO_GROW = 250
 
 
 def tokens_worth_buying(n: int, corpus_tokens: float | None, tokens_per_parameter: float) -> float:
@@ -170,6 +182,7 @@ def choose_model_size(
     ladder: tuple[ModelSize, ...] = SIZE_LADDER,
     tokens_per_parameter: float = CHINCHILLA_TOKENS_PER_PARAMETER,
     corpus_tokens: float | None = None,
+    sequences_per_step: float | None = None,
 ) -> SizeChoice:
     """The largest rung that can see the tokens it is worth training on within the budget.
 
@@ -177,10 +190,12 @@ def choose_model_size(
     machine's measured training speed, a rung can see ``flops_per_second * budget / flops_per_token`` tokens.
     It is worth ``tokens_per_parameter`` x N tokens (Chinchilla), capped at `EPOCHS_WORTH_REPEATING` epochs of
     a corpus of ``corpus_tokens`` (data-constrained scaling): on a small corpus the budget buys a larger model
-    rather than a tenth epoch (never one whose context is longer than the corpus). When even the smallest
-    rung cannot see what it is worth, it is chosen anyway; the largest rung caps the other end.
+    rather than a tenth epoch (never one whose context is longer than the corpus). With ``sequences_per_step``
+    (training sequences, each a context long, per optimizer step), a rung above the smallest must also get
+    `MIN_STEPS_TO_GROW` steps. When even the smallest rung cannot see what it is worth, it is chosen anyway;
+    the largest rung caps the other end.
     """
-    chosen = None
+    chosen, held_back = None, None
     for size in ladder:
         config = config_for(size)
         if chosen and corpus_tokens is not None and config.max_position_embeddings > corpus_tokens:
@@ -191,8 +206,16 @@ def choose_model_size(
             * budget_seconds
             / training_flops_per_token(config, config.max_position_embeddings)
         )
-        if chosen is None or affordable >= tokens_worth_buying(n, corpus_tokens, tokens_per_parameter):
+        steps = (
+            affordable / (sequences_per_step * config.max_position_embeddings) if sequences_per_step else None
+        )
+        if chosen is None:
             chosen = (size, n, affordable)
+        elif affordable >= tokens_worth_buying(n, corpus_tokens, tokens_per_parameter):
+            if steps is not None and steps < MIN_STEPS_TO_GROW:
+                held_back = held_back or (size, steps)
+            else:
+                chosen = (size, n, affordable)
     size, n, affordable = chosen
     optimal = tokens_worth_buying(n, corpus_tokens, tokens_per_parameter)
     capped = corpus_tokens is not None and optimal < tokens_per_parameter * n
@@ -211,6 +234,11 @@ def choose_model_size(
             f"{n / 1e6:.2f}M non-embedding parameters, {affordable / 1e6:.1f}M tokens affordable vs "
             f"{optimal / 1e6:.1f}M worth training on{epochs}"
         )
+        if held_back:  # steps only shrink up the ladder: the held-back rung is above the chosen one
+            rule += (
+                f"; not {held_back[0].name}, which the budget buys only {held_back[1]:.0f} optimizer steps "
+                f"(fewer than {MIN_STEPS_TO_GROW})"
+            )
     else:
         rule = (
             f"bounded below: even the smallest rung ({size.name}, {n / 1e6:.2f}M non-embedding parameters) can "
@@ -305,7 +333,12 @@ def plan_to_budget(
     rule = None
     if size_open:
         choice = choose_model_size(
-            speed, training_seconds(step_seconds), config_for, ladder, corpus_tokens=corpus_tokens
+            speed,
+            training_seconds(step_seconds),
+            config_for,
+            ladder,
+            corpus_tokens=corpus_tokens,
+            sequences_per_step=step_tokens / config.max_position_embeddings,
         )
         if choice.size != size:
             config, step_tokens, step_seconds = (
@@ -422,6 +455,7 @@ __all__ = [
     "CHINCHILLA_TOKENS_PER_PARAMETER",
     "EPOCHS_WORTH_REPEATING",
     "MOST_EPOCHS",
+    "MIN_STEPS_TO_GROW",
     "MIN_USEFUL_STEPS",
     "SIZE_LADDER",
     "ModelSize",

@@ -210,9 +210,8 @@ def fit_to_budget(
         training_args.learning_rate = plan["size"]["learning_rate"]
     # Warmup and decay follow the clock to the deadline, which keeps back the final evaluation and save.
     steps_per_epoch = plan["corpus_tokens"] * plan["planned_steps"] / plan["planned_tokens"]
-    warmup = fit_steps_to_schedule(
-        training_args, plan["planned_steps"], most_steps=int(MOST_EPOCHS * steps_per_epoch)
-    )
+    most_steps = int(MOST_EPOCHS * steps_per_epoch)
+    warmup = fit_steps_to_schedule(training_args, plan["planned_steps"], most_steps=most_steps)
     deadline = started + budget_args.time_budget * 60 - plan["final_reserve_seconds"]
     # The probes ran eagerly, so the plan's size is what eager steps buy; the schedule follows the clock, so a
     # compiled run simply takes more steps. A resumed run keeps its plan's choice.
@@ -230,6 +229,12 @@ def fit_to_budget(
             f"time budget {budget_args.time_budget:g} min: {plan['size_rule']}; about {plan['planned_steps']} "
             f"steps at {plan['seconds_per_step']:.3f} s/step (eager), the schedule ending at the deadline"
             + ("; compiled (torch.compile), which buys more steps" if plan["torch_compile"] else "")
+            + (
+                f"; but at most {most_steps} steps, {MOST_EPOCHS:g} epochs of the corpus (more would only "
+                "memorise it), so it ends before the deadline"
+                if most_steps < plan["planned_steps"]
+                else ""
+            )
         )
         if warning := budget_warning(plan, len(corpus.tokenizer)):
             print(f"WARNING: {warning}", flush=True)  # next to the plan, before training starts

@@ -14,6 +14,7 @@ from hf_scratchgpt.train.arguments import InvalidArgumentsError, parse_args
 from hf_scratchgpt.train.budget import (
     CHINCHILLA_TOKENS_PER_PARAMETER,
     EPOCHS_WORTH_REPEATING,
+    MIN_STEPS_TO_GROW,
     MIN_USEFUL_STEPS,
     SIZE_LADDER,
     TRAINING_SHARE,
@@ -105,7 +106,10 @@ def test_plan_with_a_fake_throughput(flops_per_second):
     )
     # The size is chosen from the first probe (the default tiny rung), at that rung's speed in FLOP/s.
     expected = choose_model_size(
-        flops_per_second, (900.0 - 10 * step_seconds["tiny"]) * TRAINING_SHARE, config_for
+        flops_per_second,
+        (900.0 - 10 * step_seconds["tiny"]) * TRAINING_SHARE,
+        config_for,
+        sequences_per_step=16,
     )
     assert plan.size == expected.size and plan.size_rule == expected.rule
     assert list(step_seconds)[0] == "tiny" and plan.size.name in step_seconds
@@ -115,6 +119,28 @@ def test_plan_with_a_fake_throughput(flops_per_second):
     train_seconds = (900.0 - 10 * plan.seconds_per_step) * TRAINING_SHARE
     assert plan.max_steps == max(10, math.floor(train_seconds / plan.seconds_per_step))
     assert plan.tokens == plan.max_steps * plan.tokens_per_step
+
+
+def test_a_larger_rung_needs_enough_optimizer_steps():
+    # Enough FLOP/s for `small`'s compute-optimal tokens, but in big batches: too few optimizer steps for it.
+    small = next(rung for rung in SIZE_LADDER if rung.name == "small")
+    budget = 600.0
+    speed = needed_flops(small) / budget * 1.01
+    assert choose_model_size(speed, budget, config_for).size == small  # no batch given: no floor
+    context = config_for(small).max_position_embeddings
+    optimal_steps = CHINCHILLA_TOKENS_PER_PARAMETER * non_embedding_parameters(config_for(small)) / context
+    few_steps = optimal_steps / (MIN_STEPS_TO_GROW / 2)  # sequences per step that leave `small` ~125 steps
+    held = choose_model_size(speed, budget, config_for, sequences_per_step=few_steps)
+    assert held.size.name == "tiny"
+    assert (
+        "not small, which the budget buys only" in held.rule
+        and f"fewer than {MIN_STEPS_TO_GROW}" in held.rule
+    )
+    steps = held.affordable_tokens / (few_steps * config_for(held.size).max_position_embeddings)
+    assert steps >= MIN_STEPS_TO_GROW
+    # Smaller batches buy `small` its steps: it is chosen again.
+    many_steps = optimal_steps / (MIN_STEPS_TO_GROW * 2)
+    assert choose_model_size(speed, budget, config_for, sequences_per_step=many_steps).size == small
 
 
 def test_faster_machines_train_bigger_models():

@@ -175,9 +175,10 @@ def budgeted_pretraining(corpus: Path, out: Path, minutes: str = "0.75") -> list
     ]
 
 
-def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
+def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path, capsys):
     out = tmp_path / "pretrain"
     metrics = pretrain.main(budgeted_pretraining(corpus, out))
+    printed = capsys.readouterr().out
     plan = json.loads((out / "budget.json").read_text())
     assert not plan["torch_compile"]  # 45 s trains too briefly to pay for a compilation
     assert (
@@ -185,14 +186,18 @@ def test_a_time_budget_sizes_the_model_and_the_steps(corpus, tmp_path):
         and "the largest model" in plan["size_rule"]
     )
     assert plan["corpus_tokens"] > 0 and "epochs of the corpus" in plan["size_rule"]
-    # The Trainer's max_steps is only a bound (ten times the plan, at most 16 epochs): the schedule follows the clock.
+    # The Trainer's max_steps is only a bound (ten times the plan, at most MOST_EPOCHS epochs): the schedule follows
+    # the clock.
     assert metrics["max_steps"] == plan["planned_steps"] >= 10 and metrics["budget"] == plan
     assert 0 < metrics["train_steps"] <= 10 * plan["planned_steps"]
     assert metrics["tokens_seen"] == metrics["train_steps"] * 2 * metrics["block_size"]
     trainer_state = json.loads((out / "trainer_state.json").read_text())
     most_epochs = int(MOST_EPOCHS * plan["corpus_tokens"] * plan["planned_steps"] / plan["planned_tokens"])
     assert trainer_state["max_steps"] == min(10 * plan["planned_steps"], most_epochs)
-    # A tiny corpus: the run stops after 16 epochs, fully decayed.
+    # The plan says when the epoch cap, not the deadline, will end the run.
+    capped = f"at most {most_epochs} steps, {MOST_EPOCHS:g} epochs of the corpus"
+    assert (capped in printed) == (most_epochs < plan["planned_steps"])
+    # A tiny corpus: the run stops after MOST_EPOCHS epochs, fully decayed.
     assert metrics["epoch"] <= MOST_EPOCHS + 0.1
     assert metrics["non_embedding_parameters"] < metrics["num_parameters"]
     assert metrics["device"] == f"cpu: {cpu_model_name()}" and metrics["better_than_chance"]
