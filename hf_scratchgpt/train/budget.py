@@ -153,7 +153,8 @@ MOST_EPOCHS = 8.0
 # parameter say nothing about how few steps a run can make do with, and a run of a hundred-odd steps is still in
 # its first descent whatever its size. Measured with benchmarks/main_job.py (5 minutes, Xeon with AMX, bf16): the
 # rule without this floor chose `small` (10.65M non-embedding parameters, 126 steps), 1.638 bits per byte; one
-# rung down, `tiny` (3.16M, ~300 steps) reached 1.465.
+# rung down, `tiny` (3.16M, ~300 steps) reached 1.465. Not higher: in the 15-minute main job (offline corpus,
+# benchmarks/speedrun_budget.py) `small` with 382 steps reached validation loss 4.865, `tiny` with 764 only 5.18.
 MIN_STEPS_TO_GROW = 250
 
 
