@@ -25,7 +25,7 @@ from hf_scratchgpt.model.tokenizer_sync import align_model_and_tokenizer
 from hf_scratchgpt.publish.cards import write_model_card
 from hf_scratchgpt.train.arguments import parse_args, run_script
 from hf_scratchgpt.train.budget import BudgetArguments
-from hf_scratchgpt.train.budget_plan import fit_to_budget
+from hf_scratchgpt.train.budget_plan import compile_if_it_pays, fit_to_budget
 from hf_scratchgpt.train.optim import OptimizerArguments, trainer_optimizer_kwargs
 from hf_scratchgpt.train.pretraining import (
     DataArguments,
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None, callbacks: list[TrainerCallback] | None 
     corpus = load_pretraining_corpus(model_args, data_args, training_args)
     optimizer = trainer_optimizer_kwargs(optim_args, training_args)  # Muon + AdamW with --muon
     budgeted = fit_to_budget(budget_args, model_args, corpus, started, optimizer)
+    if not budgeted:  # a fixed number of steps: compile if a few timed steps say the run is long enough
+        compile_if_it_pays(model_args, corpus, optimizer)
 
     # 3. The model and its blocks.
     model = build_model(model_args, corpus.tokenizer, budgeted.size if budgeted else None)

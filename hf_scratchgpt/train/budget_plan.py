@@ -4,7 +4,8 @@
 ``hf_scratchgpt.train.budget`` for the size and steps that fit; the result is the plan ``budget.json``
 records. `fit_to_budget` is what ``training/pretrain.py`` calls: it plans (or, when a run resumes, reads
 the plan back), sets the precision and learning rate the plan chose, compiles a run that trains for minutes,
-and returns the `BudgetedRun` whose `DeadlineSchedule` ends warmup and decay at the deadline.
+and returns the `BudgetedRun` whose `DeadlineSchedule` ends warmup and decay at the deadline. A run of fixed
+steps calls `compile_if_it_pays` instead, which applies the same compilation rule to its steps.
 """
 
 from __future__ import annotations
@@ -61,6 +62,49 @@ def compile_pays_off(training_seconds: float, precision: str, use_cpu: bool) -> 
     inductor can build kernels (`can_compile`)."""
     worth_it = uses_gpu(use_cpu) or precision != "fp32"
     return worth_it and training_seconds >= COMPILE_MIN_TRAINING_SECONDS and can_compile(use_cpu)
+
+
+# A run without a budget decides whether to compile from this many eager steps timed (the first not counted), and
+# only when it has at least COMPILE_MIN_STEPS steps: below that, even 1.3x faster steps barely repay a compilation
+# that takes about a minute at the sizes where a step takes seconds.
+COMPILE_PROBE_STEPS, COMPILE_MIN_STEPS = 3, 100
+
+
+def compile_if_it_pays(
+    model_args: ModelArguments, corpus: PretrainingCorpus, trainer_kwargs: dict[str, Any]
+) -> bool:
+    """For a run without ``--time_budget``: with ``--torch_compile`` unset, compile when `compile_pays_off` for
+    the run's steps at the speed of a few eager steps timed on this machine (a throwaway model, as the budget's
+    probes). An explicit ``--torch_compile true|false`` is kept. Returns whether the run compiles."""
+    args = corpus.training_args
+    if args.torch_compile is not None:
+        return args.torch_compile
+    args.torch_compile = False
+    # Only time steps where compiling could pay at all (a GPU, or bf16 on a CPU, with a compiler), for runs that
+    # may be long enough (a run of --num_train_epochs is counted once its blocks are built).
+    if not compile_pays_off(math.inf, args.precision, args.use_cpu) or 0 < args.max_steps < COMPILE_MIN_STEPS:
+        return False
+    model = build_model(model_args, corpus.tokenizer)
+    train = corpus.blocks(model.config.max_position_embeddings, "train")
+    steps = args.max_steps
+    if steps <= 0:  # --num_train_epochs instead; tokens_per_step of 1-token blocks: sequences a step
+        steps = math.ceil(args.num_train_epochs * len(train) / tokens_per_step(args, 1))
+    if steps < COMPILE_MIN_STEPS:
+        return False
+    seconds = measure_seconds_per_step(
+        model, train, args, corpus.collator, COMPILE_PROBE_STEPS, ScratchGPTTrainer, trainer_kwargs
+    )
+    decision = [compile_pays_off(seconds * steps, args.precision, args.use_cpu)]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(decision, src=0)  # every rank the same
+    if decision[0]:
+        args.enable_compile()
+    if args.process_index == 0:
+        verdict = "compiled (torch.compile)" if decision[0] else "too short to pay for a compilation"
+        print(
+            f"{steps} steps at {seconds:.3f} s/step (eager, timed): ~{steps * seconds / 60:.1f} min, {verdict}"
+        )
+    return decision[0]
 
 
 def plan_budget(
@@ -218,7 +262,8 @@ def fit_to_budget(
     plan.setdefault(
         "torch_compile",
         training_args.torch_compile
-        or compile_pays_off(deadline - time.perf_counter(), plan["precision"], training_args.use_cpu),
+        if training_args.torch_compile is not None
+        else compile_pays_off(deadline - time.perf_counter(), plan["precision"], training_args.use_cpu),
     )
     if plan["torch_compile"] and not training_args.torch_compile:
         training_args.enable_compile()
@@ -245,6 +290,7 @@ __all__ = [
     "BUDGET_FILE",
     "BudgetedRun",
     "budget_warning",
+    "compile_if_it_pays",
     "compile_pays_off",
     "fit_to_budget",
     "plan_budget",

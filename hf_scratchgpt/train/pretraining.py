@@ -442,6 +442,7 @@ def pretraining_metrics(
         "chance_loss": math.log(len(tokenizer)),
         "better_than_chance": better_than_chance(validation["loss"], len(tokenizer)),
         "precision": args.precision,
+        "torch_compile": bool(args.torch_compile),
         "device": device_description(args.device),
         "machine": describe_machine(args.use_cpu),
         "world_size": args.world_size,

@@ -159,7 +159,16 @@ class ScratchGPTTrainingArguments(
 ):
     """``TrainingArguments`` with its numbers checked when built (`ValidatedArguments`), ``--precision``
     decided from the hardware (see `PrecisionArguments`), ``--overwrite_output_dir`` and
-    ``--resume_from_checkpoint latest`` (see `OutputDirArguments`)."""
+    ``--resume_from_checkpoint latest`` (see `OutputDirArguments`). ``--torch_compile`` left unset (None)
+    lets training/pretrain.py decide (``hf_scratchgpt.train.budget_plan.compile_pays_off``)."""
+
+    torch_compile: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Compile the model with torch.compile. Unset, training/pretrain.py compiles where it measured "
+            "faster: a GPU, or bf16 on a CPU, for 5 minutes of training or more (timed on a few steps)."
+        },
+    )
 
 
 def check_output_dir(args: HfTrainingArguments) -> None:

@@ -235,6 +235,56 @@ def test_compilation_pays_off_for_minutes_of_bf16_on_a_cpu_not_fp32(monkeypatch)
     assert not compile_pays_off(10 * minutes, "bf16", use_cpu=True)
 
 
+def fixed_step_pretraining(corpus: Path, out: Path, *extra: str) -> list[str]:
+    """budgeted_pretraining's run with 4 steps instead of a budget."""
+    argv = budgeted_pretraining(corpus, out)
+    budget = argv.index("--time_budget")
+    return [*argv[:budget], *argv[budget + 2 :], "--max_steps", "4", *extra]
+
+
+@pytest.mark.parametrize("long_enough", [True, False])
+def test_a_fixed_step_run_compiles_when_its_timed_steps_say_it_pays(
+    corpus, tmp_path, monkeypatch, capsys, long_enough
+):
+    import torch._dynamo.utils
+
+    from hf_scratchgpt.train import budget_plan
+    from hf_scratchgpt.train.trainer import ScratchGPTTrainingArguments
+
+    # Compilation pays for runs at least `threshold` seconds long (any precision, any machine, for the test); the
+    # 4 steps count as long enough (COMPILE_MIN_STEPS); "eager" compiles without building kernels.
+    threshold = 0.0 if long_enough else 1e9
+    timed = []
+    monkeypatch.setattr(budget_plan, "compile_pays_off", lambda seconds, *args: seconds >= threshold)
+    monkeypatch.setattr(budget_plan, "COMPILE_MIN_STEPS", 4)
+    measure = budget_plan.measure_seconds_per_step
+    monkeypatch.setattr(
+        budget_plan, "measure_seconds_per_step", lambda *a, **k: timed.append(a) or measure(*a, **k)
+    )
+    enable = ScratchGPTTrainingArguments.enable_compile
+    monkeypatch.setattr(ScratchGPTTrainingArguments, "enable_compile", lambda self: enable(self, "eager"))
+    torch._dynamo.utils.counters.clear()
+    metrics = pretrain.main(fixed_step_pretraining(corpus, tmp_path / "pretrain"))
+    printed = capsys.readouterr().out
+    assert len(timed) == 1 and timed[0][4] == budget_plan.COMPILE_PROBE_STEPS  # a few eager steps timed, once
+    assert (
+        metrics["torch_compile"] is long_enough and metrics["train_steps"] == 4 and metrics["budget"] is None
+    )
+    assert (torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0) is long_enough
+    verdict = "compiled (torch.compile)" if long_enough else "too short to pay for a compilation"
+    assert "4 steps at " in printed and verdict in printed
+
+
+def test_an_explicit_torch_compile_is_kept_without_timing(corpus, tmp_path, monkeypatch):
+    from hf_scratchgpt.train import budget_plan
+
+    monkeypatch.setattr(budget_plan, "compile_pays_off", lambda *args: True)
+    monkeypatch.setattr(budget_plan, "COMPILE_MIN_STEPS", 1)
+    monkeypatch.setattr(budget_plan, "measure_seconds_per_step", lambda *a, **k: pytest.fail("timed steps"))
+    metrics = pretrain.main(fixed_step_pretraining(corpus, tmp_path / "pretrain", "--torch_compile", "false"))
+    assert metrics["torch_compile"] is False and metrics["train_steps"] == 4
+
+
 def fake_stage(name: str, run: Path, **settings) -> Stage:
     """A stage whose command only records the arguments it got and writes its metrics.json."""
     out = run / name
