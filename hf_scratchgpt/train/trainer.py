@@ -166,7 +166,10 @@ class ScratchGPTTrainingArguments(
         default=None,
         metadata={
             "help": "Compile the model with torch.compile. Unset, training/pretrain.py compiles where it measured "
-            "faster: a GPU, or bf16 on a CPU, for 5 minutes of training or more (timed on a few steps)."
+            "faster: a GPU, or bf16 on a CPU, for 5 minutes of training or more (timed on a few steps).",
+            # As transformers' own flag: a bare --torch_compile means true.
+            "nargs": "?",
+            "const": True,
         },
     )
 

@@ -140,3 +140,17 @@ def test_good_values_build_as_given():
     assert DataArguments(split_mode="tail", txt_mode="line").split_mode == "tail"
     assert OptimizerArguments(muon=True, muon_momentum=0.9).muon_momentum == 0.9
     assert SpeedrunArguments(seed=7, eval_limit=5).eval_limit == 5
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], None),
+        (["--torch_compile"], True),
+        (["--torch_compile", "--seed", "3"], True),
+        (["--torch_compile", "false"], False),
+    ],
+)
+def test_torch_compile_unset_means_decide_and_a_bare_flag_still_means_true(flags, expected, tmp_path):
+    (args,) = parse_args((ScratchGPTTrainingArguments,), ["--output_dir", str(tmp_path), *flags])
+    assert args.torch_compile is expected
