@@ -37,6 +37,12 @@ TRAINING_TEXT = [
 ] * 20
 
 
+def byte_level_corpus_flags(corpus: Path) -> list[str]:
+    """training/pretrain.py's flags for a one-document-per-line text file and the byte-level tokenizer (no
+    tokenizer training): what every test pretraining run starts from."""
+    return ["--data", str(corpus), "--txt_mode", "line", "--tokenizer_name_or_path", "byte"]
+
+
 def tiny_config(recipe: str = "gpt2", **overrides) -> ScratchGPTConfig:
     """A few-thousand-parameter config. A large init std makes greedy decoding decisive (no near-ties)."""
     settings = dict(RECIPES[recipe])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, byte_level_corpus_flags
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, get_scheduler
 
 from hf_scratchgpt import ScratchGPTConfig, ScratchGPTForCausalLM, ScratchGPTTokenizer
@@ -48,12 +48,7 @@ def corpus_file(tmp_path_factory) -> Path:
 def small_run_argv(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
     """A byte-level 2-layer model on the corpus: a few seconds per run on a CPU."""
     return [
-        "--data",
-        str(corpus),
-        "--txt_mode",
-        "line",
-        "--tokenizer_name_or_path",
-        "byte",
+        *byte_level_corpus_flags(corpus),
         "--model_overrides",
         "n_layer=2,n_embd=64,n_head=4,max_position_embeddings=64",
         "--block_size",

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import byte_level_corpus_flags
 from datasets import load_from_disk
 from fakes.hub_server import LocalHub, run_client
 from transformers import AutoModelForCausalLM
@@ -153,12 +154,7 @@ def test_a_failing_stage_keeps_earlier_outputs_and_says_how_to_resume(corpus, tm
 
 def budgeted_pretraining(corpus: Path, out: Path, minutes: str = "0.75") -> list[str]:
     return [
-        "--data",
-        str(corpus),
-        "--txt_mode",
-        "line",
-        "--tokenizer_name_or_path",
-        "byte",
+        *byte_level_corpus_flags(corpus),
         "--output_dir",
         str(out),
         "--time_budget",
